@@ -1,0 +1,119 @@
+"""Settings: flags, then ``MAILSIFT_*`` environment variables, then these defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "Nameserver"]
+
+Backend = Literal["local", "api", "sandbox"]
+
+
+class Nameserver(tuple):
+    """``(ip, port)``; parsed from ``ip`` or ``ip:port`` (``[v6]:port`` for IPv6)."""
+
+    __slots__ = ()
+
+    def __new__(cls, ip: str, port: int = 53) -> "Nameserver":
+        return super().__new__(cls, (ip, port))
+
+    @property
+    def ip(self) -> str:
+        return self[0]
+
+    @property
+    def port(self) -> int:
+        return self[1]
+
+    @classmethod
+    def parse(cls, text: str) -> "Nameserver":
+        import ipaddress
+
+        text = text.strip()
+        host, port = text, 53
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            if rest.startswith(":"):
+                port = int(rest[1:])
+        elif text.count(":") == 1:
+            host, _, p = text.partition(":")
+            port = int(p)
+        ipaddress.ip_address(host)  # raises ValueError on a name or garbage
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} out of range")
+        return cls(host, port)
+
+
+class Settings(BaseSettings):
+    """Everything that touches the network is configurable, so tests can point it at
+    the simulated internet (``mailsift.testing``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MAILSIFT_", extra="ignore", frozen=True)
+
+    # DNS
+    dns_nameservers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma list of ip or ip:port; empty means the system resolver (/etc/resolv.conf).",
+    )
+    dns_timeout: float = Field(5.0, gt=0, description="Seconds for one DNS lookup, all tries.")
+
+    # SMTP probe
+    smtp_enabled: bool = True
+    smtp_port: int = Field(25, gt=0, lt=65536)
+    smtp_timeout: float = Field(10.0, gt=0, description="Seconds for each SMTP step.")
+    helo_hostname: str = Field("mailsift.localhost", description="Name sent in EHLO/HELO.")
+    mail_from: str = Field("verify@mailsift.localhost", description="Envelope sender for probes.")
+    smtp_starttls: bool = True
+    max_rcpt_per_connection: int = Field(50, gt=0)
+    concurrency: int = Field(50, gt=0, description="Addresses checked at once, in all.")
+    per_domain_concurrency: int = Field(2, gt=0, description="SMTP connections per domain at once.")
+    catch_all_check: bool = True
+
+    # Syntax
+    allow_test_domains: bool = Field(
+        False, description="Accept RFC 6761 special-use domains (.test, localhost): tests and demos."
+    )
+
+    # Backend selection
+    backend: Backend = "local"
+    api_url: str | None = None
+    api_key: SecretStr | None = None
+    api_timeout: float = Field(10.0, gt=0)
+    api_rate_limit: int = Field(60, gt=0, description="Requests per minute to the API.")
+    api_concurrency: int = Field(5, gt=0)
+    api_retries: int = Field(3, ge=1)
+
+    # Warehouse
+    db: Path = Path("mailsift.duckdb")
+
+    @field_validator("dns_nameservers", mode="before")
+    @classmethod
+    def _split_nameservers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("dns_nameservers")
+    @classmethod
+    def _check_nameservers(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                Nameserver.parse(item)
+            except ValueError as exc:
+                raise ValueError(f"bad nameserver {item!r}: use ip or ip:port ({exc})") from None
+        return value
+
+    @field_validator("helo_hostname", "mail_from")
+    @classmethod
+    def _no_control_chars(cls, value: str) -> str:
+        if any(ord(c) < 32 or ord(c) == 127 for c in value) or " " in value:
+            raise ValueError("must not contain spaces or control characters")
+        return value
+
+    @property
+    def nameservers(self) -> list[Nameserver]:
+        return [Nameserver.parse(item) for item in self.dns_nameservers]
