@@ -39,7 +39,6 @@ REASONS: dict[str, str] = {
     "role_based": "risky",
     "mailbox_full": "risky",
     "sandbox_risky": "risky",
-    "unverifiable": "risky",  # accepted without an SMTP check (SMTP disabled) -- see verdict
     "greylisted": "unknown",
     "dns_timeout": "unknown",
     "dns_error": "unknown",

@@ -1,0 +1,220 @@
+"""The local engine: syntax -> reputation -> DNS -> SMTP -> verdict, for many addresses.
+
+Addresses are grouped by domain: one DNS lookup per domain (cached for its TTL) and one
+SMTP conversation checks many mailboxes of that domain (see :mod:`mailsift.smtp`).
+Results stream back in input order. Nothing here raises for an address: a bad string is
+``invalid``/``syntax``, a network fault is ``unknown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+
+from mailsift import reputation
+from mailsift.dns import DnsResolver, MxResult
+from mailsift.result import Checks, VerificationResult, utcnow
+from mailsift.settings import Settings
+from mailsift.smtp import RcptOutcome, SmtpProber
+from mailsift.syntax import Address, SyntaxProblem, parse_address
+from mailsift.verdict import SCORES, Evidence, decide, syntax_result
+
+__all__ = ["Verifier", "VerifierStats", "PORT25_HELP"]
+
+log = logging.getLogger("mailsift")
+
+PORT25_HELP = (
+    "No SMTP server could be reached on port {port} for {n} domains in a row: outbound port "
+    "25 is most likely blocked on this network (most clouds and home ISPs block it). "
+    "Those addresses are 'unknown' (reason smtp_unreachable), not invalid. Run mailsift "
+    "from a host that may connect to port 25 (a VPS whose provider opened it), or set "
+    "MAILSIFT_SMTP_ENABLED=false to check syntax, DNS and reputation only."
+)
+_PORT25_THRESHOLD = 3
+
+
+@dataclass
+class VerifierStats:
+    addresses: int = 0
+    domains: int = 0
+    smtp_domains_tried: int = 0
+    smtp_domains_reached: int = 0
+    port25_blocked: bool = False
+    by_status: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+class Verifier:
+    """Verify addresses with the local engine.
+
+    >>> async with Verifier(Settings()) as v:          # doctest: +SKIP
+    ...     result = await v.verify("jane@example.com", budget=3.0)
+
+    ``budget`` bounds the wall time of one :meth:`verify` (a signup handler cannot wait
+    for a tarpit); past it the result is ``unknown`` with the reason of the step that ran
+    out (``dns_timeout`` or ``smtp_timeout``).
+    """
+
+    name = "local"
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.resolver = DnsResolver(self.settings)
+        self.prober = SmtpProber(self.settings, self.resolver)
+        self.stats = VerifierStats()
+        self._port25_warned = False
+
+    async def __aenter__(self) -> "Verifier":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        close = getattr(self.prober, "aclose", None)
+        if close is not None:
+            await close()
+
+    @property
+    def smtp_connections(self) -> int:
+        return self.prober.connections_opened
+
+    # -- public API -------------------------------------------------------------------
+
+    async def verify(self, email: str, *, budget: float | None = None) -> VerificationResult:
+        """Verify one address; never raises for any input string."""
+        stage = {"step": "dns"}
+        try:
+            async with asyncio.timeout(budget):
+                results = await self._verify_all([email], stage)
+                return results[0]
+        except TimeoutError:
+            parsed = parse_address(email, allow_test_domains=self.settings.allow_test_domains)
+            return _unknown(parsed.email, "smtp_timeout" if stage["step"] == "smtp" else "dns_timeout")
+
+    async def verify_many(self, emails: Iterable[str]) -> AsyncIterator[VerificationResult]:
+        """Yield one result per input, in input order, as soon as each is known."""
+        items = list(emails)
+        slots: list[asyncio.Future[VerificationResult]] = [
+            asyncio.get_running_loop().create_future() for _ in items
+        ]
+        worker = asyncio.create_task(self._fill(items, slots))
+        try:
+            for slot in slots:
+                yield await slot
+        finally:
+            if not worker.done():
+                worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+
+    # -- internals --------------------------------------------------------------------
+
+    async def _verify_all(self, items: list[str], stage: dict[str, str] | None = None) -> list[VerificationResult]:
+        loop = asyncio.get_running_loop()
+        slots = [loop.create_future() for _ in items]
+        await self._fill(items, slots, stage)
+        return [slot.result() for slot in slots]
+
+    async def _fill(
+        self,
+        items: list[str],
+        slots: list[asyncio.Future[VerificationResult]],
+        stage: dict[str, str] | None = None,
+    ) -> None:
+        by_domain: dict[str, list[tuple[int, Address]]] = defaultdict(list)
+        for i, raw in enumerate(items):
+            parsed = parse_address(raw, allow_test_domains=self.settings.allow_test_domains)
+            self.stats.addresses += 1
+            if isinstance(parsed, SyntaxProblem):
+                self._settle(slots[i], syntax_result(parsed))
+            else:
+                by_domain[parsed.domain].append((i, parsed))
+        self.stats.domains += len(by_domain)
+        limit = asyncio.Semaphore(self.settings.concurrency)
+
+        async def one_domain(domain: str, members: list[tuple[int, Address]]) -> None:
+            async with limit:
+                try:
+                    await self._verify_domain(domain, members, slots, stage)
+                except Exception as exc:  # a bug must not lose the other domains' results
+                    log.exception("verifying domain %s failed: %s", domain, exc)
+                    for i, address in members:
+                        self._settle(slots[i], _unknown(address.email, "smtp_error"))
+
+        await asyncio.gather(*(one_domain(d, m) for d, m in by_domain.items()))
+
+    async def _verify_domain(
+        self,
+        domain: str,
+        members: list[tuple[int, Address]],
+        slots: list[asyncio.Future[VerificationResult]],
+        stage: dict[str, str] | None,
+    ) -> None:
+        disposable = reputation.is_disposable(domain)
+        free = reputation.is_free_provider(domain)
+        suggestion = reputation.suggest_domain(domain)
+        mx: MxResult | None = None
+        provider: str | None = None
+        accepts_all = False
+        if not disposable:
+            mx = await self.resolver.mx(domain)
+            if mx.outcome == "ok":
+                provider = reputation.provider_from_mx(mx.hosts)
+                accepts_all = reputation.provider_rule(provider).accepts_all
+
+        evidence = {
+            i: Evidence(
+                address=address,
+                disposable=disposable,
+                role_based=reputation.is_role_account(address.local),
+                free_provider=free,
+                suggestion_domain=suggestion,
+                mx=mx,
+                provider=provider,
+                accepts_all=accepts_all,
+                smtp_enabled=self.settings.smtp_enabled,
+            )
+            for i, address in members
+        }
+        if mx is None or mx.outcome != "ok" or not self.settings.smtp_enabled:
+            for i, ev in evidence.items():
+                self._settle(slots[i], decide(ev))
+            return
+
+        if stage is not None:
+            stage["step"] = "smtp"
+        emails = [address.email for _, address in members]
+        probe = await self.prober.probe(domain, mx.hosts, emails)
+        self._note_reachability(probe.outcomes)
+        now = utcnow()
+        for (i, _address), outcome in zip(members, probe.outcomes, strict=True):
+            ev = dataclasses.replace(evidence[i], rcpt=outcome, catch_all=probe.catch_all)
+            self._settle(slots[i], decide(ev, verified_at=now))
+
+    def _note_reachability(self, outcomes: tuple[RcptOutcome, ...]) -> None:
+        self.stats.smtp_domains_tried += 1
+        if any(o.kind not in ("unreachable", "timeout") for o in outcomes):
+            self.stats.smtp_domains_reached += 1
+        if (
+            not self._port25_warned
+            and self.stats.smtp_domains_reached == 0
+            and self.stats.smtp_domains_tried >= _PORT25_THRESHOLD
+        ):
+            self._port25_warned = True
+            self.stats.port25_blocked = True
+            log.warning(PORT25_HELP.format(port=self.settings.smtp_port, n=self.stats.smtp_domains_tried))
+
+    def _settle(self, slot: asyncio.Future[VerificationResult], result: VerificationResult) -> None:
+        if not slot.done():
+            self.stats.by_status[result.status] += 1
+            slot.set_result(result)
+
+
+def _unknown(email: str, reason: str) -> VerificationResult:
+    return VerificationResult(
+        email=email, status="unknown", score=SCORES[reason], reason=reason,
+        checks=Checks(syntax_valid=True),
+    )
