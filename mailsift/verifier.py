@@ -28,7 +28,7 @@ __all__ = ["Verifier", "VerifierStats", "PORT25_HELP"]
 log = logging.getLogger("mailsift")
 
 PORT25_HELP = (
-    "No SMTP server could be reached on port {port} for {n} domains in a row: outbound port "
+    "No SMTP server could be reached on port {port} ({n} checks, none connected): outbound port "
     "25 is most likely blocked on this network (most clouds and home ISPs block it). "
     "Those addresses are 'unknown' (reason smtp_unreachable), not invalid. Run mailsift "
     "from a host that may connect to port 25 (a VPS whose provider opened it), or set "

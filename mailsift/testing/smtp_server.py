@@ -522,13 +522,15 @@ class SmtpFarm:
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port if port is not None else pick_port()
-        self.servers: dict[str, SmtpServer] = {}
+        #: Every server of the farm, in the order added.
+        self.servers: list[SmtpServer] = []
+        self._by_host: dict[str, SmtpServer] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"SmtpFarm(port={self.port}, servers={sorted(self.servers)})"
+        return f"SmtpFarm(port={self.port}, hosts={sorted(self._by_host)})"
 
     def __enter__(self) -> Self:
         return self.start()
@@ -544,33 +546,42 @@ class SmtpFarm:
         """Serve ``behaviour`` on ``host`` (a loopback IP such as ``"127.0.0.7"``)."""
         ipaddress.ip_address(host)  # a name here would bind who knows what
         with self._lock:
-            if host in self.servers:
+            if host in self._by_host:
                 raise ValueError(f"{host} already has a server; replace its .behaviour instead")
             server = SmtpServer(host, self.port, behaviour)
-            self.servers[host] = server
+            self._by_host[host] = server
+            self.servers.append(server)
             loop = self._loop
         if loop is not None:
             try:
                 asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
             except BaseException:
                 with self._lock:
-                    self.servers.pop(host, None)
+                    self._forget(host)
                 raise
         return server
 
     def remove(self, host: str) -> None:
         """Stop and forget the server on ``host`` (connections to it are then refused)."""
         with self._lock:
-            server = self.servers.pop(host)
+            server = self._forget(host)
             loop = self._loop
         if loop is not None:
             asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
 
-    def get(self, host: str) -> SmtpServer:
-        return self.servers[host]
+    def _forget(self, host: str) -> SmtpServer:
+        server = self._by_host.pop(host)
+        self.servers.remove(server)
+        return server
 
-    def all_transcripts(self) -> dict[str, list[str]]:
-        return {host: list(server.transcript) for host, server in self.servers.items()}
+    def get(self, host: str) -> SmtpServer:
+        """The server on ``host`` (KeyError if none)."""
+        return self._by_host[host]
+
+    @property
+    def transcript(self) -> list[str]:
+        """Every command line any server of the farm received, server by server."""
+        return [line for server in list(self.servers) for line in server.transcript]
 
     def start(self) -> SmtpFarm:
         with self._lock:
@@ -590,7 +601,7 @@ class SmtpFarm:
             thread.start()
             ready.wait()
             self._loop, self._thread = loop, thread
-            servers = list(self.servers.values())
+            servers = list(self.servers)
 
         async def start_all() -> None:
             await asyncio.gather(*(server.start() for server in servers))
@@ -606,7 +617,7 @@ class SmtpFarm:
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
-            servers = list(self.servers.values())
+            servers = list(self.servers)
         if loop is None or thread is None:
             return
 
@@ -617,4 +628,3 @@ class SmtpFarm:
             asyncio.run_coroutine_threadsafe(stop_all(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
-

@@ -1,0 +1,65 @@
+"""Serve mailsift's deployments from this process: ``python -m deployments.serve``.
+
+- ``verify-crm-exports/manual``: run by hand from the Prefect UI or
+  ``prefect deployment run verify-crm-exports/manual -p sources='["exports/*.csv"]'``.
+- ``reverify-stale/daily``: every day at 03:00 UTC; a concurrency limit of 1 with
+  ``CANCEL_NEW`` so a slow run is never overlapped by the next one.
+
+``prefect.yaml`` beside this file declares the same deployments for ``prefect deploy``
+(work pools, workers on other hosts).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.schedules import Cron
+
+__all__ = ["DEPLOYMENTS", "build", "main"]
+
+#: name -> (flow entrypoint, deployment options). The one place deployments are declared.
+DEPLOYMENTS: dict[str, dict[str, Any]] = {
+    "verify-crm-exports/manual": {
+        "entrypoint": "flows/verify_crm_exports.py:verify_crm_exports",
+        "name": "manual",
+        "description": "Verify CRM exports; run by hand with the sources to read.",
+        "tags": ["mailsift"],
+    },
+    "reverify-stale/daily": {
+        "entrypoint": "flows/reverify_stale.py:reverify_stale",
+        "name": "daily",
+        "description": "Re-verify addresses whose newest check is older than 30 days.",
+        "tags": ["mailsift", "scheduled"],
+        "schedule": Cron("0 3 * * *", timezone="UTC"),
+        "concurrency_limit": ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+        ),
+        "parameters": {"max_age_days": 30},
+    },
+}
+
+
+def _load_flow(entrypoint: str):
+    from prefect.flows import load_flow_from_entrypoint
+
+    return load_flow_from_entrypoint(entrypoint)
+
+
+def build() -> list[Any]:
+    """The RunnerDeployment objects, ready for ``prefect.serve``."""
+    out = []
+    for spec in DEPLOYMENTS.values():
+        options = {k: v for k, v in spec.items() if k != "entrypoint"}
+        out.append(_load_flow(spec["entrypoint"]).to_deployment(**options))
+    return out
+
+
+def main() -> None:
+    from prefect import serve
+
+    serve(*build())
+
+
+if __name__ == "__main__":
+    main()

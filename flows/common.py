@@ -1,0 +1,178 @@
+"""Pipeline steps both flows share: verify in mapped batches and load as they complete,
+gate the results, publish the summary, push webhooks."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import get_run_logger, unmapped
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import as_completed
+
+from mailsift.errors import BackendAuthError, QualityGateFailed
+from mailsift.verifier import PORT25_HELP
+from tasks.normalize import batches_by_domain
+from tasks.steps import quality_gate, verify_batch
+from tasks.verify import settings_with
+from warehouse import Warehouse, results_frame
+
+__all__ = ["RunCounters", "verify_and_load", "gate_results", "publish_summary", "push_webhooks"]
+
+
+@dataclass
+class RunCounters:
+    n_source_rows: int = 0
+    n_without_email: int = 0
+    n_unique: int = 0
+    n_from_warehouse: int = 0
+    n_verified: int = 0
+    n_failed_batches: int = 0
+    smtp_note: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def verify_and_load(
+    wh: Warehouse,
+    emails: pl.DataFrame,
+    *,
+    run_id: str,
+    backend: str,
+    overrides: dict[str, Any],
+    batch_size: int,
+    counters: RunCounters,
+) -> None:
+    """Verify ``emails`` (columns email, domain) in mapped batches grouped by domain and
+    append each batch to the warehouse as soon as it completes, so a crash or a kill
+    loses only the batches in flight. A refused API key stops the run."""
+    logger = get_run_logger()
+    batches = batches_by_domain(emails, batch_size=batch_size) if emails.height else []
+    if not batches:
+        logger.info("nothing to verify: every address has a fresh result in the warehouse")
+        return
+    total = emails.height
+    logger.info("verifying %d addresses in %d batches", total, len(batches))
+    started = time.perf_counter()
+    futures = verify_batch.map(batches, unmapped(overrides))
+    done = reached = unreachable = 0
+    for future in as_completed(futures):
+        try:
+            rows = future.result()
+        except BackendAuthError:
+            raise  # a refused key: stop the run with one clear message
+        except Exception as exc:  # the batch failed after its retries: the others go on
+            counters.n_failed_batches += 1
+            logger.error("a batch failed after retries and will be verified by the next run: %s", exc)
+            continue
+        inserted = wh.append_verifications(results_frame(rows), run_id=run_id, backend=backend)
+        counters.n_verified += inserted
+        done += len(rows)
+        reached += sum(1 for r in rows if r["smtp_reachable"])
+        unreachable += sum(1 for r in rows if r["reason"] in ("smtp_unreachable", "smtp_timeout"))
+        logger.info("progress: %d/%d addresses verified (%.0f%%)", done, total, 100 * done / total)
+    counters.timings["verify_s"] = round(time.perf_counter() - started, 3)
+    if reached == 0 and unreachable >= 3:
+        counters.smtp_note = PORT25_HELP.format(port=settings_with(overrides).smtp_port, n=unreachable)
+        logger.warning("%s", counters.smtp_note)
+
+
+def gate_results(
+    wh: Warehouse,
+    results_path: str,
+    *,
+    run_id: str | None,
+    scope: str,
+    max_unknown_share: float,
+    max_age_days: int | None,
+) -> dict[str, Any]:
+    """Run the quality gate over the results file, record it, publish failures.
+
+    Returns the report as a dict; raises :class:`QualityGateFailed` (listing the failed
+    expectations) when it fails."""
+    report = quality_gate(results_path, max_unknown_share=max_unknown_share, max_age_days=max_age_days)
+    wh.record_quality_run(
+        run_id=run_id,
+        scope=scope,
+        checked_at=report["checked_at"],
+        is_passed=report["is_passed"],
+        n_rows=report["n_rows"],
+        unknown_share=report["unknown_share"],
+        max_unknown_share=max_unknown_share,
+        failed_expectations=[r["name"] for r in report["results"] if not r["success"]],
+        details=report,
+    )
+    if not report["is_passed"]:
+        failed = [r for r in report["results"] if not r["success"]]
+        lines = ["# Quality gate failed", "", "Nothing was exported.", ""]
+        for r in failed:
+            lines.append(
+                f"- **{r['name']}** (`{r['expectation']}`): {r['unexpected_count']} of "
+                f"{r['element_count']} rows; observed {r['observed']}"
+            )
+        create_markdown_artifact(markdown="\n".join(lines), key="quality-gate-failures",
+                                 description="Failed expectations")
+        examples = [dict(expectation=r["name"], **ex) for r in failed for ex in r["examples"][:5]]
+        if examples:
+            create_table_artifact(table=examples, key="quality-gate-examples",
+                                  description="Example rows of failed expectations")
+        names = ", ".join(f"{r['name']} ({r['unexpected_count']}/{r['element_count']})" for r in failed)
+        raise QualityGateFailed(f"quality gate failed: {names}")
+    return report
+
+
+def publish_summary(flow_name: str, counters: RunCounters, by_status: dict[str, int],
+                    by_reason: dict[str, int], gate: dict[str, Any] | None,
+                    exports: dict[str, str] | None) -> dict[str, Any]:
+    """Log and publish the run summary (counts, never address lists)."""
+    summary = {
+        "flow": flow_name,
+        "source_rows": counters.n_source_rows,
+        "rows_without_email": counters.n_without_email,
+        "unique_addresses": counters.n_unique,
+        "from_warehouse": counters.n_from_warehouse,
+        "verified_now": counters.n_verified,
+        "failed_batches": counters.n_failed_batches,
+        "by_status": by_status,
+        "by_reason": by_reason,
+        "gate": None if gate is None else ("passed" if gate["is_passed"] else "failed"),
+        "unknown_share": None if gate is None else round(gate["unknown_share"], 4),
+        "exports": exports or {},
+        "timings_s": counters.timings,
+    }
+    if counters.smtp_note:
+        summary["warning"] = counters.smtp_note
+    md = [f"# {flow_name}", "",
+          "| measure | value |", "|---|---|"]
+    for key in ("source_rows", "rows_without_email", "unique_addresses", "from_warehouse",
+                "verified_now", "failed_batches", "gate", "unknown_share"):
+        md.append(f"| {key.replace('_', ' ')} | {summary[key]} |")
+    md += ["", "| status | addresses |", "|---|---|"]
+    md += [f"| {k} | {v} |" for k, v in sorted(by_status.items())]
+    md += ["", "| reason | addresses |", "|---|---|"]
+    md += [f"| {k} | {v} |" for k, v in sorted(by_reason.items(), key=lambda kv: -kv[1])]
+    md += ["", "| step | seconds |", "|---|---|"]
+    md += [f"| {k} | {v} |" for k, v in counters.timings.items()]
+    if counters.smtp_note:
+        md += ["", f"> **Warning:** {counters.smtp_note}"]
+    create_markdown_artifact(markdown="\n".join(md), key=f"{flow_name}-summary",
+                             description="Run summary")
+    get_run_logger().info("summary: %s", json.dumps({k: summary[k] for k in (
+        "unique_addresses", "from_warehouse", "verified_now", "by_status", "gate")}))
+    return summary
+
+
+def counts(results: pl.DataFrame, column: str) -> dict[str, int]:
+    if results.height == 0:
+        return {}
+    return dict(Counter(results.get_column(column).to_list()))
+
+
+def write_results(results: pl.DataFrame, work_dir: str) -> str:
+    path = Path(work_dir) / "results.parquet"
+    results.write_parquet(path)
+    return str(path)

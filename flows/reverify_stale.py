@@ -1,0 +1,107 @@
+"""Flow: re-verify every address whose newest verification is older than max_age_days.
+
+Runs daily (deployments/) and never overlaps itself. The history keeps both checks:
+verifications is append-only, latest_verifications shows the newest.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from prefect.states import Failed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.common import (
+    RunCounters,
+    counts,
+    gate_results,
+    publish_summary,
+    push_webhooks,
+    verify_and_load,
+    write_results,
+)
+from mailsift.errors import MailsiftError, QualityGateFailed
+from mailsift.result import utcnow
+from tasks.verify import settings_with
+from warehouse import Warehouse
+
+__all__ = ["reverify_stale"]
+
+FLOW_NAME = "reverify-stale"
+
+
+@flow(name=FLOW_NAME, task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
+def reverify_stale(
+    max_age_days: int = 30,
+    limit: int | None = None,
+    db: str | None = None,
+    max_unknown_share: float = 0.2,
+    backend: Literal["local", "api", "sandbox"] | None = None,
+    batch_size: int = 500,
+    webhook_url: str | None = None,
+    webhook_secret_env: str | None = None,
+    webhook_retry_minutes: list[float] = [1, 2, 4, 8, 16],  # noqa: B006 (Prefect parameter)
+) -> dict[str, Any]:
+    """Re-verify the addresses whose newest check is older than max_age_days.
+
+    Args:
+        max_age_days: Re-check what was last verified longer ago than this.
+        limit: At most this many addresses per run (oldest first); all when empty.
+        db: The DuckDB warehouse file (default MAILSIFT_DB, else ./mailsift.duckdb).
+        max_unknown_share: Quality gate: the largest share of 'unknown' results let out.
+        backend: Verification backend: local, api or sandbox (default MAILSIFT_BACKEND).
+        batch_size: Addresses per mapped verification task.
+        webhook_url: POST the new results here in signed batches after the run.
+        webhook_secret_env: Name of the environment variable that holds the webhook secret.
+        webhook_retry_minutes: Waits between webhook delivery attempts (5 attempts by default).
+    """
+    logger = get_run_logger()
+    run_id = flow_run.get_id() or f"local-{int(time.time() * 1000)}"
+    settings = settings_with({"backend": backend})
+    overrides = {"backend": settings.backend}
+    db_path = Path(db) if db else settings.db
+    counters = RunCounters()
+    work_dir = tempfile.mkdtemp(prefix="mailsift-reverify-")
+    try:
+        with Warehouse.open(db_path, create=False) as wh:
+            stale = wh.stale_emails(max_age_days=max_age_days, limit=limit)
+            logger.info("%d addresses last verified more than %d days ago", len(stale), max_age_days)
+            wh.start_run(run_id, FLOW_NAME, settings.backend, utcnow())
+            emails = pl.DataFrame({"email": stale}, schema={"email": pl.String}).with_columns(
+                pl.col("email").str.split("@").list.last().alias("domain")
+            )
+            counters.n_unique = emails.height
+            try:
+                verify_and_load(wh, emails, run_id=run_id, backend=settings.backend,
+                                overrides=overrides, batch_size=batch_size, counters=counters)
+                results = wh.latest(emails.get_column("email"))
+                gate = None
+                if results.height:
+                    gate = gate_results(wh, write_results(results, work_dir), run_id=run_id,
+                                        scope="run", max_unknown_share=max_unknown_share,
+                                        max_age_days=max_age_days)
+            except MailsiftError as exc:
+                status = "gate_failed" if isinstance(exc, QualityGateFailed) else "failed"
+                wh.finish_run(run_id, status=status, finished_at=utcnow(),
+                              summary={"error": str(exc)}, n_unique=counters.n_unique,
+                              n_verified=counters.n_verified)
+                logger.error("%s", exc)
+                return Failed(message=str(exc), data=exc)
+            summary = publish_summary(FLOW_NAME, counters, counts(results, "status"),
+                                      counts(results, "reason"), gate, None)
+            wh.finish_run(run_id, status="completed", finished_at=utcnow(), summary=summary,
+                          n_unique=counters.n_unique, n_verified=counters.n_verified)
+        if webhook_url and counters.n_verified:
+            summary["webhooks"] = push_webhooks(
+                db_path, run_id, webhook_url, webhook_secret_env, webhook_retry_minutes
+            )
+        return summary
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)

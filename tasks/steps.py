@@ -1,0 +1,109 @@
+"""The Prefect tasks of the pipeline: thin wrappers over the pure modules beside them.
+
+Between tasks travel file paths and small summaries, never big frames (Prefect hashes and
+caps parameters). Verification is never cached (``NO_CACHE``): a re-verification must
+reach the network. Warehouse writes happen in the flow's own process and thread
+(``load_results`` is called directly by the flow, not mapped).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
+
+from mailsift.errors import BackendAuthError, InputError
+from tasks import export, extract, normalize
+from tasks.verify import verify_batch_sync
+
+__all__ = ["extract_contacts", "verify_batch", "write_exports"]
+
+ROWS_FILE = "rows.parquet"
+UNIQUE_FILE = "unique.parquet"
+
+
+@task(name="extract-and-normalize", cache_policy=NO_CACHE)
+def extract_contacts(sources: list[str], email_column: str | None, work_dir: str) -> Any:
+    """Read every source (all before any write), normalize and dedupe.
+
+    Returns ``{"rows": path, "unique": path, "n_rows": .., "n_without_email": .., "n_unique": ..}``,
+    or a Failed state naming the source when one cannot be read (no traceback: a broken
+    file is the user's input, not our bug).
+    """
+    logger = get_run_logger()
+    try:
+        rows = normalize.normalize(extract.read_sources(sources, email_column=email_column))
+    except InputError as exc:
+        logger.error("%s", exc)
+        return Failed(message=str(exc), data=exc)
+    unique = normalize.dedupe(rows)
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    rows.write_parquet(work / ROWS_FILE)
+    unique.write_parquet(work / UNIQUE_FILE)
+    summary = {
+        "rows": str(work / ROWS_FILE),
+        "unique": str(work / UNIQUE_FILE),
+        "n_rows": rows.height,
+        "n_without_email": normalize.count_without_email(rows),
+        "n_unique": unique.height,
+        "n_sources": rows.get_column("__ms_source").n_unique() if rows.height else 0,
+    }
+    logger.info(
+        "read %d rows from %d source(s): %d unique addresses, %d rows without an email",
+        summary["n_rows"], summary["n_sources"], summary["n_unique"], summary["n_without_email"],
+    )
+    return summary
+
+
+def _retryable(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a batch on crashes and transient faults, never on a refused API key."""
+    try:
+        state.result()
+    except BackendAuthError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(
+    name="verify-batch",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retryable,
+)
+def verify_batch(emails: list[str], overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    """Verify one batch (a few domains' addresses) concurrently through the engine."""
+    results = verify_batch_sync(emails, overrides)
+    return [r.to_row() for r in results]
+
+
+@task(name="export", cache_policy=NO_CACHE)
+def write_exports(rows_path: str, results_path: str, out_dir: str) -> dict[str, str]:
+    """Write valid/risky/invalid/unknown CSVs (every source row, original columns)."""
+    paths = export.export_by_status(
+        pl.read_parquet(rows_path), pl.read_parquet(results_path), Path(out_dir)
+    )
+    get_run_logger().info("exported to %s", out_dir)
+    return {status: str(path) for status, path in paths.items()}
+
+
+@task(name="quality-gate", cache_policy=NO_CACHE)
+def quality_gate(results_path: str, max_unknown_share: float, max_age_days: int | None) -> dict[str, Any]:
+    """Great Expectations over the results (imported here only: it is heavy)."""
+    from tasks.quality import GateConfig, run_gate
+
+    frame = pl.read_parquet(results_path).to_pandas()
+    report = run_gate(frame, GateConfig(max_unknown_share=max_unknown_share, max_age_days=max_age_days))
+    logger = get_run_logger()
+    if report.is_passed:
+        logger.info("quality gate passed (%d rows, unknown share %.1f%%)", report.n_rows, 100 * report.unknown_share)
+    else:
+        logger.error("quality gate failed: %s", ", ".join(r.name for r in report.failed))
+    return report.to_dict()

@@ -1,0 +1,268 @@
+"""The warehouse tables, defined once with SQLAlchemy Core, and their DDL for DuckDB.
+
+Users query these names with SQL, so they are a contract (DESIGN.md "The warehouse").
+Every table states its grain ("one row per ...") in its comment, which DuckDB keeps:
+``SELECT table_name, comment FROM duckdb_tables()``.
+
+Types, chosen for DuckDB and PostgreSQL alike:
+
+- ``sa.Double`` for every real number (``sa.Float`` is 32-bit REAL in DuckDB).
+- ``TIMESTAMP WITH TIME ZONE`` for every ``*_at`` column; the store sets the connection's
+  ``TimeZone`` to UTC so values come back as UTC.
+- ``VARCHAR[]`` (``postgresql.ARRAY``) for lists, ``JSON`` for free-form documents.
+
+There are no foreign keys and no secondary indexes on purpose: DuckDB cannot update a
+row that a foreign key references, and an ART index on the append-only history quadruples
+its size and slows bulk loads, while DuckDB's zone maps and hash joins already serve the
+queries the pipeline runs. Primary keys exist where an upsert needs them.
+
+The DDL is compiled with duckdb-engine's dialect (checked against duckdb 2.0.1: CREATE
+TABLE, CHECK constraints, server defaults and COMMENT ON all compile and run) and executed
+through the plain ``duckdb`` connection, never through a SQLAlchemy engine.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from duckdb_engine import Dialect as DuckDBDialect
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.schema import CreateTable, SetColumnComment, SetTableComment
+
+__all__ = [
+    "metadata",
+    "schema_migrations",
+    "contacts",
+    "contact_sources",
+    "verifications",
+    "runs",
+    "quality_runs",
+    "webhook_deliveries",
+    "CHECK_COLUMNS",
+    "RUN_STATUSES",
+    "RUN_COUNT_COLUMNS",
+    "QUALITY_SCOPES",
+    "VIEWS",
+    "table_ddl",
+    "create_table_statements",
+    "view_ddl",
+]
+
+metadata = sa.MetaData()
+
+#: The contract's check names, kept verbatim as column names so JSON and SQL agree.
+CHECK_COLUMNS: tuple[str, ...] = (
+    "syntax_valid",
+    "domain_exists",
+    "mx_found",
+    "smtp_reachable",
+    "disposable",
+    "role_based",
+    "catch_all",
+    "free_provider",
+)
+
+RUN_STATUSES: tuple[str, ...] = ("running", "completed", "failed", "gate_failed")
+RUN_COUNT_COLUMNS: tuple[str, ...] = (
+    "n_source_rows",
+    "n_without_email",
+    "n_unique",
+    "n_from_warehouse",
+    "n_verified",
+)
+QUALITY_SCOPES: tuple[str, ...] = ("run", "warehouse")
+
+_VARCHAR_LIST = postgresql.ARRAY(sa.String)
+
+
+def _tstz(name: str, *, nullable: bool = False, comment: str | None = None, **kw) -> sa.Column:
+    return sa.Column(name, sa.TIMESTAMP(timezone=True), nullable=nullable, comment=comment, **kw)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+schema_migrations = sa.Table(
+    "schema_migrations",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String, nullable=False),
+    _tstz("applied_at", server_default=sa.func.now()),
+    comment="One row per applied schema migration (warehouse/migrations.py).",
+)
+
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    sa.Column("email", sa.String, primary_key=True, comment="Normalized, lower-cased address."),
+    sa.Column("domain", sa.String, nullable=False),
+    _tstz("first_seen_at"),
+    _tstz("last_seen_at"),
+    sa.Column(
+        "sources", _VARCHAR_LIST, nullable=False, comment="Distinct source files/URLs, sorted."
+    ),
+    sa.Column(
+        "n_source_rows", sa.BigInteger, nullable=False, comment="Source rows seen, all runs."
+    ),
+    comment="One row per normalized (lower-cased) email address seen in any source.",
+)
+
+contact_sources = sa.Table(
+    "contact_sources",
+    metadata,
+    sa.Column("run_id", sa.String, nullable=False),
+    sa.Column("source", sa.String, nullable=False, comment="Source file name or URL."),
+    sa.Column("row_number", sa.BigInteger, nullable=False, comment="Row number in the source."),
+    sa.Column("record_id", sa.String, comment="CRM record id, when the source has one."),
+    sa.Column("email", sa.String, comment="Lower-cased address; NULL when no usable email."),
+    _tstz("loaded_at"),
+    comment="One row per source row per run; (run_id, source, row_number) is unique.",
+)
+
+verifications = sa.Table(
+    "verifications",
+    metadata,
+    sa.Column(
+        "verification_id",
+        sa.Uuid,
+        nullable=False,
+        server_default=sa.text("gen_random_uuid()"),
+        comment="Random UUID given on insert.",
+    ),
+    sa.Column("run_id", sa.String, nullable=False),
+    sa.Column("backend", sa.String, nullable=False, comment="local, api or sandbox."),
+    sa.Column("email", sa.String, nullable=False),
+    sa.Column(
+        "status",
+        sa.String,
+        sa.CheckConstraint("status IN ('valid', 'invalid', 'risky', 'unknown')"),
+        nullable=False,
+    ),
+    sa.Column(
+        "score", sa.Double, sa.CheckConstraint("score BETWEEN 0 AND 1"), nullable=False
+    ),
+    sa.Column("reason", sa.String, nullable=False),
+    *(sa.Column(name, sa.Boolean, nullable=True) for name in CHECK_COLUMNS),
+    sa.Column("suggestion", sa.String),
+    sa.Column("provider", sa.String),
+    sa.Column("mx_host", sa.String),
+    sa.Column("smtp_code", sa.Integer),
+    sa.Column("smtp_message", sa.String),
+    _tstz("verified_at", comment="When the check ran (UTC)."),
+    comment=(
+        "Append-only history: one row per verification of one address. "
+        "(email, verified_at, run_id) is unique."
+    ),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", sa.String, primary_key=True, comment="The Prefect flow run id."),
+    sa.Column("flow_name", sa.String, nullable=False),
+    sa.Column("backend", sa.String),
+    _tstz("started_at"),
+    _tstz("finished_at", nullable=True),
+    sa.Column("status", sa.String, sa.CheckConstraint(_in("status", RUN_STATUSES)), nullable=False),
+    *(sa.Column(name, sa.BigInteger) for name in RUN_COUNT_COLUMNS),
+    sa.Column("summary", sa.JSON, comment="The run summary (counts per status, gate, timings)."),
+    comment="One row per flow run.",
+)
+
+quality_runs = sa.Table(
+    "quality_runs",
+    metadata,
+    sa.Column(
+        "quality_run_id",
+        sa.Uuid,
+        primary_key=True,
+        server_default=sa.text("gen_random_uuid()"),
+    ),
+    sa.Column("run_id", sa.String, comment="NULL for the CI gate over the whole warehouse."),
+    sa.Column("scope", sa.String, sa.CheckConstraint(_in("scope", QUALITY_SCOPES)), nullable=False),
+    _tstz("checked_at"),
+    sa.Column("is_passed", sa.Boolean, nullable=False),
+    sa.Column("n_rows", sa.BigInteger, nullable=False),
+    sa.Column("unknown_share", sa.Double),
+    sa.Column("max_unknown_share", sa.Double),
+    sa.Column("failed_expectations", _VARCHAR_LIST, nullable=False),
+    sa.Column("details", sa.JSON),
+    comment="One row per quality-gate evaluation (of a run's output or of the warehouse).",
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("delivery_id", sa.String, primary_key=True, comment="One id per batch delivered."),
+    sa.Column("attempt", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("run_id", sa.String, nullable=False),
+    sa.Column("url", sa.String, nullable=False, comment="Target URL, credentials redacted."),
+    sa.Column("batch_index", sa.Integer, nullable=False),
+    sa.Column("n_results", sa.Integer, nullable=False),
+    _tstz("attempted_at"),
+    sa.Column("status_code", sa.Integer, comment="HTTP status; NULL when no response came."),
+    sa.Column("error", sa.String),
+    sa.Column("is_delivered", sa.Boolean, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False, comment="The JSON body: results, no secrets."),
+    comment="One row per webhook delivery attempt of one batch of results.",
+)
+
+_VERIFICATION_COLUMNS = ", ".join(c.name for c in verifications.columns)
+
+#: View name -> SELECT. Views are (re)created by migrations with CREATE OR REPLACE VIEW.
+VIEWS: dict[str, str] = {
+    # One row per email: its newest verification (ties on verified_at broken by id).
+    "latest_verifications": f"""
+        SELECT {_VERIFICATION_COLUMNS}
+        FROM verifications
+        QUALIFY row_number() OVER (
+            PARTITION BY email ORDER BY verified_at DESC, verification_id DESC
+        ) = 1
+    """,
+    # One row per contact whose newest verification is older than 30 days, and per
+    # contact never verified at all (last_verified_at and last_status NULL): both need
+    # a check. now() is the start of the querying transaction.
+    "stale_contacts": """
+        SELECT c.email, c.domain, l.verified_at AS last_verified_at, l.status AS last_status
+        FROM contacts AS c
+        LEFT JOIN latest_verifications AS l ON l.email = c.email
+        WHERE l.verified_at IS NULL OR l.verified_at < now() - INTERVAL 30 DAY
+    """,
+}
+
+_VIEW_COMMENTS: dict[str, str] = {
+    "latest_verifications": "One row per email: its newest verification.",
+    "stale_contacts": (
+        "One row per contact whose newest verification is older than 30 days "
+        "or which was never verified (last_verified_at NULL)."
+    ),
+}
+
+_DIALECT = DuckDBDialect()
+
+
+def table_ddl(table: sa.Table, *, if_not_exists: bool = False) -> list[str]:
+    """CREATE TABLE plus COMMENT ON statements for one table, compiled for DuckDB."""
+    create = CreateTable(table, if_not_exists=if_not_exists)
+    statements = [str(create.compile(dialect=_DIALECT)).strip()]
+    if table.comment:
+        statements.append(str(SetTableComment(table).compile(dialect=_DIALECT)))
+    for column in table.columns:
+        if column.comment:
+            statements.append(str(SetColumnComment(column).compile(dialect=_DIALECT)))
+    return statements
+
+
+def create_table_statements(*tables: sa.Table) -> list[str]:
+    """DDL for ``tables`` (all of :data:`metadata` but schema_migrations when none given)."""
+    chosen = tables or tuple(t for t in metadata.sorted_tables if t is not schema_migrations)
+    return [statement for table in chosen for statement in table_ddl(table)]
+
+
+def view_ddl(name: str) -> list[str]:
+    """CREATE OR REPLACE VIEW and its COMMENT for one of :data:`VIEWS`."""
+    comment = _VIEW_COMMENTS[name].replace("'", "''")
+    return [
+        f"CREATE OR REPLACE VIEW {name} AS {VIEWS[name].strip()}",
+        f"COMMENT ON VIEW {name} IS '{comment}'",
+    ]
