@@ -5,8 +5,8 @@
 - ``reverify-stale/daily``: every day at 03:00 UTC; a concurrency limit of 1 with
   ``CANCEL_NEW`` so a slow run is never overlapped by the next one.
 
-``prefect.yaml`` beside this file declares the same deployments for ``prefect deploy``
-(work pools, workers on other hosts).
+To run them on workers instead (work pools, several hosts), pass the same options to
+``flow.from_source(...).deploy(work_pool_name=...)``; :data:`DEPLOYMENTS` stays the one list.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ import asyncio
 import ipaddress
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -60,6 +61,10 @@ MAX_TTL = 3600.0
 #: "Resolution Delay" of Happy Eyeballs, RFC 8305 3, made generous).
 AAAA_GRACE = 0.3
 
+#: DNS queries in flight at once per event loop: each holds a socket, and file
+#: descriptor limits are low on some systems (256 on macOS by default).
+MAX_INFLIGHT_QUERIES = 128
+
 _PRUNE_EVERY = 1024
 
 T = TypeVar("T")
@@ -74,6 +79,23 @@ class MxResult:
     hosts: tuple[str, ...]  # by preference; ascii, lower-case, no trailing dot
     implicit: bool  # True when hosts == (domain,) from A/AAAA (RFC 5321 5.1)
     message: str | None = None
+
+
+class _Deadline:
+    """``dns_timeout`` for one lookup (all its queries), started when its first query
+    gets a slot, so time queued behind :data:`MAX_INFLIGHT_QUERIES` does not count."""
+
+    __slots__ = ("_ends", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._ends: float | None = None
+
+    def remaining(self) -> float:
+        now = time.monotonic()
+        if self._ends is None:
+            self._ends = now + self.seconds
+        return self._ends - now
 
 
 class _Invalid(ValueError):
@@ -150,10 +172,12 @@ class DnsResolver:
         self.queries_sent = 0
         self._config_error: str | None = None
         self._resolver = self._make_resolver(settings)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._cache: dict[tuple[str, str], tuple[float, object]] = {}
         self._puts = 0
         self._inflight: dict[tuple[asyncio.AbstractEventLoop, str, str], asyncio.Task] = {}
+        self._limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
+        self._limits = weakref.WeakKeyDictionary()
 
     def _make_resolver(self, settings: Settings) -> dns.asyncresolver.Resolver | None:
         nameservers = settings.nameservers
@@ -228,9 +252,13 @@ class DnsResolver:
             if cached is not None and cached[0] > now:
                 return cached[1]  # type: ignore[return-value]
             task = self._inflight.get(flight)
-            if task is None:
-                task = loop.create_task(self._run(flight, lookup))
-                self._inflight[flight] = task
+        if task is None:
+            # No await between the look-up above and the registration below, so no
+            # other coroutine of this loop can slip in; other loops use other keys.
+            task = loop.create_task(self._run(flight, lookup))
+            if not task.done():  # an eager task factory may have finished it already
+                with self._lock:
+                    self._inflight[flight] = task
         return await asyncio.shield(task)
 
     async def _run(
@@ -248,7 +276,7 @@ class DnsResolver:
                     self._puts += 1
                     if self._puts % _PRUNE_EVERY == 0:
                         self._prune()
-                del self._inflight[flight]
+                self._inflight.pop(flight, None)
             return value
         finally:
             with self._lock:
@@ -262,21 +290,27 @@ class DnsResolver:
     # -- lookups ----------------------------------------------------------------------
 
     async def _query(
-        self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType, deadline: float
+        self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType, deadline: _Deadline
     ) -> dns.resolver.Answer:
         if self._resolver is None:
             raise dns.resolver.NoNameservers(self._config_error or "no nameservers")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise dns.resolver.LifetimeTimeout(timeout=self.timeout, errors=[])
-        self.queries_sent += 1
-        return await self._resolver.resolve(
-            name, rdtype, lifetime=remaining, search=False, raise_on_no_answer=True
-        )
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            limit = self._limits.get(loop)
+            if limit is None:
+                limit = self._limits[loop] = asyncio.Semaphore(MAX_INFLIGHT_QUERIES)
+        async with limit:
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                raise dns.resolver.LifetimeTimeout(timeout=self.timeout, errors=[])
+            self.queries_sent += 1
+            return await self._resolver.resolve(
+                name, rdtype, lifetime=remaining, search=False, raise_on_no_answer=True
+            )
 
     async def _lookup_mx(self, domain: str, name: dns.name.Name) -> tuple[MxResult, float]:
         """One MX lookup within ``dns_timeout``; returns the result and its cache TTL."""
-        deadline = time.monotonic() + self.timeout
+        deadline = _Deadline(self.timeout)
         try:
             answer = await self._query(name, dns.rdatatype.MX, deadline)
         except dns.resolver.NXDOMAIN as exc:
@@ -306,7 +340,7 @@ class DnsResolver:
         return MxResult(domain, "ok", tuple(hosts), False), _answer_ttl(answer)
 
     async def _implicit_mx(
-        self, domain: str, name: dns.name.Name, deadline: float, mx_negative_ttl: float
+        self, domain: str, name: dns.name.Name, deadline: _Deadline, mx_negative_ttl: float
     ) -> tuple[MxResult, float]:
         """RFC 5321 5.1: with no MX records, "the address is treated as if it was
         associated with an implicit MX RR, with a preference of 0, pointing to that
@@ -349,7 +383,7 @@ class DnsResolver:
         """A then AAAA addresses (both asked at once); AAAA gets :data:`AAAA_GRACE`
         seconds after a positive A answer, so a server that drops AAAA queries does not
         cost every probe the whole timeout."""
-        deadline = time.monotonic() + self.timeout
+        deadline = _Deadline(self.timeout)
         a_task = asyncio.ensure_future(self._query(name, dns.rdatatype.A, deadline))
         aaaa_task = asyncio.ensure_future(self._query(name, dns.rdatatype.AAAA, deadline))
         try:

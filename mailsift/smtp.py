@@ -433,7 +433,9 @@ class _DomainRun:
         return _Abort()
 
     def failure_from(self, exc: BaseException, stage: str, target: _Target) -> _Failure:
-        where = f"{stage} at {target.host} ({target.ip})"
+        where = f"{stage} at {target.host}" + (
+            f" ({target.ip})" if target.ip != target.host else ""
+        )
         if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code > 0:
             kind = classify_reply(exc.code, exc.message, stage)  # type: ignore[arg-type]
             return _Failure(kind, exc.code, exc.message, target.host)

@@ -319,7 +319,14 @@ async def redeliver(
     async with httpx.AsyncClient(
         headers={"User-Agent": f"mailsift/{__version__}"}, follow_redirects=False, timeout=timeout
     ) as client:
-        await asyncio.gather(*(one(client, did, body) for did, body in deliveries))
+        tasks = [asyncio.ensure_future(one(client, did, body)) for did, body in deliveries]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:  # on_attempt failed (or we were cancelled): stop the others
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
     return attempts
 
 

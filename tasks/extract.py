@@ -23,6 +23,7 @@ that starts with the source name: no library exception escapes.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import io
@@ -43,16 +44,16 @@ import polars as pl
 from mailsift.errors import InputError
 
 __all__ = [
-    "SOURCE",
-    "ROW",
-    "RECORD_ID",
     "EMAIL_RAW",
-    "META_COLUMNS",
     "MAX_FIRST_LINE",
+    "META_COLUMNS",
+    "RECORD_ID",
+    "ROW",
+    "SOURCE",
+    "display_source",
     "expand_sources",
     "read_source",
     "read_sources",
-    "display_source",
 ]
 
 log = logging.getLogger(__name__)
@@ -371,7 +372,7 @@ def _read_path(
 
     if head.startswith(b"PAR1"):
         return _read_parquet(source, path)
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return _read_zip(source, path, ext)
     if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):  # OLE2: legacy .xls
         return _read_excel(source, path, "XLS")
@@ -389,9 +390,8 @@ def _read_path(
         data = _read_all(source, path)
         text = _decode(source, data, encoding)
         return _read_json_text(source, text, ndjson_hint=ext in ("ndjson", "jsonl") or "ndjson" in ctype)
-    if parquet_or_excel_hint := (ext in ("parquet", "pq") or "parquet" in ctype):
-        del parquet_or_excel_hint
-        raise _fail(source, "not a valid Parquet file (no PAR1 header)")
+    if ext in ("parquet", "pq") or "parquet" in ctype:
+        raise _fail(source, "corrupt Parquet file (no PAR1 header)")
 
     # Delimited text. Refuse a huge first line before reading the rest.
     _check_first_line(source, head, size)
@@ -415,11 +415,11 @@ def _read_all(source: str, path: Path) -> bytes:
 def _charset_from_content_type(content_type: str | None) -> str | None:
     if not content_type:
         return None
-    match = re.search(r"charset\s*=\s*\"?([\w.:-]+)", content_type, re.I)
+    match = re.search(r"charset\s*=\s*\"?([\w.:-]+)", content_type, re.IGNORECASE)
     if not match:
         return None
     try:
-        return __import__("codecs").lookup(match.group(1)).name
+        return codecs.lookup(match.group(1)).name
     except LookupError:
         return None
 
@@ -454,11 +454,9 @@ def _first_text_char(head: bytes, encoding: str | None) -> str | None:
 
 
 def _check_first_line(source: str, head: bytes, size: int) -> None:
-    window = head[: MAX_FIRST_LINE + 4]
+    window = head[: MAX_FIRST_LINE + 2]  # +2: a UTF-16 line break is two bytes
     if b"\n" in window or b"\r" in window:
-        newline = min(i for i in (window.find(b"\n"), window.find(b"\r")) if i >= 0)
-        if newline <= MAX_FIRST_LINE + 2:  # +2: a UTF-16 newline is two bytes
-            return
+        return
     if size > MAX_FIRST_LINE:
         raise _fail(
             source,
@@ -525,8 +523,7 @@ def _detect_encoding(data: bytes, bad_at: int) -> str | None:
 
 
 def _read_delimited(source: str, text: str, utf8_data: bytes | None, *, tab_hint: bool) -> pl.DataFrame:
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    text = text.removeprefix("\ufeff")
     if not text.strip():
         raise _fail(source, "empty file")
     if "\n" not in text[:_SNIFF_BYTES] and "\r" in text[:_SNIFF_BYTES]:
@@ -566,7 +563,7 @@ def _read_delimited(source: str, text: str, utf8_data: bytes | None, *, tab_hint
             raise_if_empty=False,
             encoding="utf8-lossy",
         )
-    except Exception as exc:  # polars raises several types; all mean "unreadable"
+    except Exception as exc:  # noqa: BLE001 - polars raises several types; all mean unreadable
         raise _fail(source, f"cannot parse as CSV: {_first_line(exc)}") from None
     if df.width != len(names):  # header row parsed differently from the sniffed sample
         df = df.select(df.columns[: len(names)])
@@ -735,7 +732,7 @@ def _read_excel(source: str, path: Path, kind: str) -> pl.DataFrame:
             drop_empty_rows=False,
             raise_if_empty=False,
         )
-    except Exception as exc:  # fastexcel raises its own types for corrupt workbooks
+    except Exception as exc:  # noqa: BLE001 - fastexcel has its own types for corrupt files
         raise _fail(source, f"corrupt or unreadable {kind} file ({_first_line(exc)})") from None
     if grid.height == 0 or grid.width == 0:
         raise _fail(source, "empty file (the first sheet has no cells)")
@@ -750,27 +747,25 @@ def _read_excel(source: str, path: Path, kind: str) -> pl.DataFrame:
 def _read_parquet(source: str, path: Path) -> pl.DataFrame:
     try:
         df = pl.read_parquet(path)
-    except Exception as exc:  # polars/arrow raise several types for corrupt files
+    except Exception as exc:  # noqa: BLE001 - polars/arrow raise several types
         raise _fail(source, f"corrupt Parquet file ({_first_line(exc)})") from None
     names = _dedupe_names(df.columns)
     df.columns = names
-    exprs = []
-    for name, dtype in df.schema.items():
-        if dtype == pl.String:
-            exprs.append(pl.col(name))
-        elif isinstance(dtype, pl.Struct):
-            exprs.append(pl.col(name).struct.json_encode())
-        elif isinstance(dtype, (pl.List, pl.Array)) or dtype == pl.Object:
-            exprs.append(
-                pl.Series(name, [_json_cell(v) for v in df[name].to_list()], dtype=pl.String).implode().explode()
-                if df.height
-                else pl.col(name).cast(pl.String, strict=False)
-            )
-        else:
-            exprs.append(pl.col(name).cast(pl.String, strict=False))
     try:
-        return df.select(exprs)
-    except Exception as exc:
+        columns = []
+        for name, dtype in df.schema.items():
+            column = df.get_column(name)
+            if dtype == pl.String:
+                columns.append(column)
+            elif isinstance(dtype, pl.Struct):
+                columns.append(column.struct.json_encode())
+            elif dtype.is_nested() or dtype == pl.Object or dtype == pl.Binary:
+                cells = [_json_cell(v) for v in column.to_list()]
+                columns.append(pl.Series(name, cells, dtype=pl.String))
+            else:
+                columns.append(column.cast(pl.String, strict=False))
+        return pl.DataFrame(columns)
+    except Exception as exc:  # noqa: BLE001 - any conversion failure means unreadable
         raise _fail(source, f"cannot convert Parquet columns to text ({_first_line(exc)})") from None
 
 
@@ -819,9 +814,12 @@ def _find_email_column(source: str, df: pl.DataFrame, requested: str | None) -> 
     ranked = sorted(
         (rank, i, c) for i, c in enumerate(columns) if (rank := _header_rank(c, _EMAIL_HEADERS)) is not None
     )
-    if ranked:
-        return ranked[0][2], "header"
     scores = _email_scores(df, columns)
+    if ranked:
+        # The best-named column, unless it holds no address while another named one does
+        # (an export with an empty "Email" next to a filled "E-mail Address").
+        with_content = [c for _, _, c in ranked if scores[c] > 0]
+        return (with_content or [ranked[0][2]])[0], "header"
     mailish = [c for c in columns if "mail" in _norm_header(c) or "courriel" in _norm_header(c)]
     for pool in (mailish, columns):
         best = max(pool, key=lambda c: scores[c], default=None)
