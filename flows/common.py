@@ -166,6 +166,22 @@ def publish_summary(flow_name: str, counters: RunCounters, by_status: dict[str, 
     return summary
 
 
+def push_webhooks(wh: Warehouse, run_id: str, url: str, secret_env: str | None,
+                  retry_minutes: list[float], results: pl.DataFrame) -> dict[str, Any]:
+    """POST the run's results, signed, in batches; every attempt lands in webhook_deliveries."""
+    from tasks.webhooks import push_results
+
+    outcome = push_results(wh, run_id=run_id, url=url, secret_env=secret_env or "",
+                           results=results, schedule_seconds=[60 * m for m in retry_minutes])
+    logger = get_run_logger()
+    if outcome["failed"]:
+        logger.warning("webhooks: %(failed)d of %(batches)d batches not delivered after retries; "
+                       "`mailsift webhooks retry` re-sends them", outcome)
+    else:
+        logger.info("webhooks: %(delivered)d batches delivered", outcome)
+    return outcome
+
+
 def counts(results: pl.DataFrame, column: str) -> dict[str, int]:
     if results.height == 0:
         return {}

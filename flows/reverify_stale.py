@@ -96,12 +96,12 @@ def reverify_stale(
                 return Failed(message=str(exc), data=exc)
             summary = publish_summary(FLOW_NAME, counters, counts(results, "status"),
                                       counts(results, "reason"), gate, None)
+            if webhook_url and results.height:
+                summary["webhooks"] = push_webhooks(
+                    wh, run_id, webhook_url, webhook_secret_env, webhook_retry_minutes, results
+                )
             wh.finish_run(run_id, status="completed", finished_at=utcnow(), summary=summary,
                           n_unique=counters.n_unique, n_verified=counters.n_verified)
-        if webhook_url and counters.n_verified:
-            summary["webhooks"] = push_webhooks(
-                db_path, run_id, webhook_url, webhook_secret_env, webhook_retry_minutes
-            )
         return summary
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

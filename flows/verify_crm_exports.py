@@ -99,12 +99,13 @@ def verify_crm_exports(
                               **_counts(counters))
                 logger.error("%s", exc)
                 return Failed(message=str(exc), data=exc)
+            if webhook_url:
+                result["webhooks"] = push_webhooks(
+                    wh, run_id, webhook_url, webhook_secret_env, webhook_retry_minutes,
+                    wh.latest(pl.read_parquet(info["unique"]).get_column("email")),
+                )
             wh.finish_run(run_id, status="completed", finished_at=utcnow(), summary=result,
                           **_counts(counters))
-        if webhook_url:
-            result["webhooks"] = push_webhooks(
-                db_path, run_id, webhook_url, webhook_secret_env, webhook_retry_minutes
-            )
         return result
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -294,6 +294,10 @@ class _Target:
     host: str
     ip: str
     alive: bool = True
+    proven: bool = False  # a conversation got past MAIL FROM here
+
+
+_Next = Literal["done", "next", "retire"]
 
 
 @dataclass(slots=True)
@@ -308,7 +312,11 @@ class _Failure:
 
 
 class _Abort(Exception):
-    """This connection is finished (the failure is already recorded)."""
+    """This connection ends on ``failure``."""
+
+    def __init__(self, failure: _Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
 
 
 @dataclass(slots=True)
@@ -419,18 +427,28 @@ class _DomainRun:
                 ):
                     if not self.queue:
                         return
-                    await self.session(target)
+                    if await self.session(target) == "retire":
+                        return
         finally:
             if first:
                 self.ready.set()
 
     # -- one connection ----------------------------------------------------------------
 
-    def fail(self, target: _Target, failure: _Failure) -> _Abort:
-        target.alive = False
+    def after_failure(
+        self, target: _Target, failure: _Failure, inflight: str | None, established: bool
+    ) -> _Next:
+        """Record a broken connection and say what its worker does next."""
         self.note(failure)
         log.debug("smtp %s (%s): %s %s", target.host, target.ip, failure.kind, failure.message)
-        return _Abort()
+        if inflight is not None:
+            self.retry_or_settle(inflight, failure)
+        if target.proven and not established:
+            # The host holds conversations on other connections; this one was turned
+            # away (a per-client connection limit, say): fewer connections, same host.
+            return "retire"
+        target.alive = False
+        return "next"
 
     def failure_from(self, exc: BaseException, stage: str, target: _Target) -> _Failure:
         where = f"{stage} at {target.host}" + (
@@ -466,38 +484,34 @@ class _DomainRun:
                 )
         except TimeoutError:
             sock.close()
-            raise self.fail(
-                target,
+            raise _Abort(
                 _Failure(
                     "timeout",
                     None,
                     f"timed out connecting to {target.host} ({target.ip})",
                     target.host,
-                ),
+                )
             ) from None
         except OSError as exc:
             sock.close()
             reason = "connection refused" if isinstance(exc, ConnectionRefusedError) else str(exc)
-            raise self.fail(
-                target,
-                _Failure(
-                    "unreachable", None, f"{reason}: {target.host} ({target.ip})", target.host
-                ),
+            raise _Abort(
+                _Failure("unreachable", None, f"{reason}: {target.host} ({target.ip})", target.host)
             ) from None
         except BaseException:
             sock.close()
             raise
         return sock
 
-    async def session(self, target: _Target) -> None:
+    async def session(self, target: _Target) -> _Next:
         """One connection: greet, maybe STARTTLS, one mail transaction (more after a
         "too many recipients" 452), as many RCPT as allowed, QUIT. Never DATA."""
         settings = self.settings
         timeout = settings.smtp_timeout
         try:
             sock = await self.connect(target)
-        except _Abort:
-            return
+        except _Abort as abort:
+            return self.after_failure(target, abort.failure, None, False)
         self.connections += 1
         self.prober.connections_opened += 1
         smtp = aiosmtplib.SMTP(
@@ -510,7 +524,9 @@ class _DomainRun:
         )
         stage = "banner"
         inflight: str | None = None
+        established = False
         polite = True
+        failure: _Failure | None = None
         try:
             await smtp.connect()
             stage = "helo"
@@ -527,23 +543,25 @@ class _DomainRun:
                 await self.greet(smtp)  # RFC 3207 4.2: the EHLO list is learnt anew
             utf8 = smtp.supports_extension("smtputf8")
             if not settings.mail_from.isascii() and not utf8:
-                failure = _Failure("error", None, "server lacks SMTPUTF8", target.host)
+                lacks = _Failure("error", None, "server lacks SMTPUTF8", target.host)
                 for email in list(self.queue):
-                    self.results[email] = failure.outcome(email)
+                    self.results[email] = lacks.outcome(email)
                 self.queue.clear()
-                return
-            sent = 0
+                return "done"
             stage = "mail"
             await self.mail_from(smtp, target, utf8)
             if self.want_catch_all and not self.catch_all_done:
                 stage = "rcpt"
                 await self.probe_catch_all(smtp, target)
-            self.established = True
+            established = target.proven = self.established = True
             self.ready.set()
             stage = "rcpt"
+            sent = 0
             fresh_transaction = True
-            while self.queue and sent < settings.max_rcpt_per_connection:
-                email = self.queue.popleft()
+            carry: str | None = None  # refused for "too many recipients": next transaction
+            while (carry is not None or self.queue) and sent < settings.max_rcpt_per_connection:
+                email = carry if carry is not None else self.queue.popleft()
+                carry = None
                 if not email.isascii() and not utf8:
                     self.results[email] = RcptOutcome(
                         email, "error", None, "server lacks SMTPUTF8", target.host
@@ -553,17 +571,17 @@ class _DomainRun:
                 reply = await smtp.execute_command(
                     b"RCPT", b"TO:<" + email.encode("utf-8") + b">", timeout=timeout
                 )
-                inflight = None
                 sent += 1
                 if reply.code == 452 and not fresh_transaction and self.too_many(reply):
-                    # RFC 5321 4.5.3.1.10: the rest go in a new transaction.
-                    self.queue.appendleft(email)
+                    # RFC 5321 4.5.3.1.10: the rest go in a new transaction (RSET first).
                     stage = "mail"
                     await self.rset(smtp, target)
                     await self.mail_from(smtp, target, utf8)
                     stage = "rcpt"
                     fresh_transaction = True
+                    carry = email
                     continue
+                inflight = None
                 fresh_transaction = False
                 kind = classify_reply(reply.code, reply.message, "rcpt")
                 self.results[email] = RcptOutcome(
@@ -571,25 +589,22 @@ class _DomainRun:
                 )
                 if reply.code == 421:  # the server is closing: back off (RFC 5321 3.8)
                     polite = False
-                    raise self.fail(target, _Failure(kind, reply.code, reply.message, target.host))
-        except _Abort:
-            pass
+                    raise _Abort(_Failure(kind, reply.code, reply.message, target.host))
+            if carry is not None:
+                inflight = None
+                self.queue.appendleft(carry)
+        except _Abort as abort:
+            failure = abort.failure
         except asyncio.CancelledError:
             polite = False
             raise
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError, UnicodeError) as exc:
             polite = False
             failure = self.failure_from(exc, stage, target)
-            self.fail(target, failure)
-            if inflight is not None:
-                self.retry_or_settle(inflight, failure)
-        except Exception as exc:
+        except Exception as exc:  # a bug here must not lose the other addresses
             polite = False
             log.exception("smtp probe of %s at %s failed", self.domain, target.host)
             failure = self.failure_from(exc, stage, target)
-            self.fail(target, failure)
-            if inflight is not None:
-                self.retry_or_settle(inflight, failure)
         finally:
             if polite and smtp.is_connected:
                 with contextlib.suppress(Exception):
@@ -597,6 +612,9 @@ class _DomainRun:
             # The transport owns the socket now: closing it here behind the transport's
             # back would free the descriptor while the selector still watches it.
             smtp.close()
+        if failure is None:
+            return "done"
+        return self.after_failure(target, failure, inflight, established)
 
     async def greet(self, smtp: aiosmtplib.SMTP) -> None:
         """EHLO, or HELO when EHLO is refused (RFC 5321 4.1.1.1)."""
@@ -620,12 +638,12 @@ class _DomainRun:
         if reply.code != 250:
             # 5xx: our sender or IP is refused; 4xx: try later. Either way stop here.
             kind = classify_reply(reply.code, reply.message, "mail")
-            raise self.fail(target, _Failure(kind, reply.code, reply.message, target.host))
+            raise _Abort(_Failure(kind, reply.code, reply.message, target.host))
 
     async def rset(self, smtp: aiosmtplib.SMTP, target: _Target) -> None:
         reply = await smtp.execute_command(b"RSET", timeout=self.settings.smtp_timeout)
         if reply.code != 250:
-            raise self.fail(target, _Failure("error", reply.code, reply.message, target.host))
+            raise _Abort(_Failure("error", reply.code, reply.message, target.host))
 
     @staticmethod
     def too_many(reply: SMTPResponse) -> bool:
@@ -649,7 +667,7 @@ class _DomainRun:
         if self.catch_all is not None:
             self.prober._catch_all[self.domain] = self.catch_all
         if reply.code == 421:
-            raise self.fail(target, _Failure(kind, reply.code, reply.message, target.host))
+            raise _Abort(_Failure(kind, reply.code, reply.message, target.host))
 
 
 # --------------------------------------------------------------------------- prober
@@ -715,6 +733,8 @@ class SmtpProber:
         elif todo:
             want = (
                 self.settings.catch_all_check
+                and key.isascii()  # an A-label; a U-label would need SMTPUTF8 for the probe
+                and _address_problem(f"x@{key}") is None
                 and key not in self._catch_all
                 and key not in self._catch_all_pending
             )

@@ -44,18 +44,19 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 import idna
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 __all__ = [
-    "Address",
-    "SyntaxProblem",
-    "parse_address",
-    "SPECIAL_USE_DOMAINS",
-    "is_special_use",
     "MAX_ADDRESS_OCTETS",
     "MAX_LOCAL_OCTETS",
+    "SPECIAL_USE_DOMAINS",
+    "Address",
+    "SyntaxProblem",
+    "is_special_use",
+    "parse_address",
 ]
 
 #: RFC 5321 4.5.3.1.3 with RFC 3696 errata 1690: 256 octets of path minus the brackets.
@@ -72,6 +73,11 @@ SPECIAL_USE_DOMAINS: tuple[str, ...] = tuple(dict.fromkeys([*SPECIAL_USE_DOMAIN_
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SPECIAL_USE_MESSAGE = "special-use"  # in python-email-validator's error text
+# Stand-ins that pass every check, to validate one half of an address at a time.
+_NEUTRAL_LOCAL = "a"
+_NEUTRAL_DOMAIN = "a.com"
+_ATEXT = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]"
+_DOT_ATOM = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +118,7 @@ def parse_address(raw: str, *, allow_test_domains: bool = False) -> Address | Sy
     """
     try:
         return _parse(raw, allow_test_domains)
-    except Exception as exc:  # the contract: any input yields a value, never an exception
+    except Exception as exc:  # noqa: BLE001 -- the contract: any input yields a value
         original = raw if isinstance(raw, str) else _safe_str(raw)
         return _problem(original, original, "syntax", f"internal error: {type(exc).__name__}")
 
@@ -133,69 +139,63 @@ def _parse(raw: object, allow_test_domains: bool) -> Address | SyntaxProblem:
         return _problem(original, text, "syntax", "empty address")
     if len(text) > MAX_ADDRESS_OCTETS:  # every character is at least one octet
         return _problem(
-            original, text, "syntax",
+            original,
+            text,
+            "syntax",
             f"too long: {len(text)} characters, the limit is {MAX_ADDRESS_OCTETS} octets "
             "(RFC 5321 4.5.3.1.3)",
         )
     control = _CONTROL.search(text)
     if control:
         return _problem(
-            original, text, "syntax",
+            original,
+            text,
+            "syntax",
             f"contains a control character (U+{ord(control.group()):04X}); "
             "CR, LF, NUL, TAB and the like are never allowed in an address",
         )
     if _SURROGATE.search(text):
         return _problem(original, text, "syntax", "not valid Unicode (lone surrogate)")
 
-    try:
-        info = _validate(text)
-    except EmailNotValidError as exc:
-        message = str(exc)
-        if _SPECIAL_USE_MESSAGE not in message:
-            return _problem(original, text, "syntax", message)
-        if not allow_test_domains:
-            return _problem(original, text, "special_use", _special_use_message())
-        # allowed: validate the same address with its special-use suffix swapped for
-        # ``test`` (the one name the validator exempts), then swap it back.
-        substituted = _substitute_special_suffix(text)
-        if substituted is None:
-            return _problem(original, text, "syntax", message)
-        swapped, suffix = substituted
-        try:
-            info = _validate(swapped)
-        except EmailNotValidError as exc2:
-            return _problem(original, text, "syntax", str(exc2))
-        ascii_domain = info.ascii_domain[: -len("test")] + suffix
-        unicode_domain = info.domain[: -len("test")] + suffix
-    else:
-        ascii_domain = info.ascii_domain
-        unicode_domain = info.domain
+    raw_local, at, raw_domain = text.partition("@")
+    if not at:
+        return _problem(original, text, "syntax", _error_of(text) or "no @-sign")
+    # The local part and the domain are checked apart (the domain once per domain, cached):
+    # without quoted local parts the first @ is the separator, and each half gets every
+    # check python-email-validator makes on a whole address.
+    # An ASCII dot-atom (RFC 5322 3.2.3) is all the validator checks in that case.
+    local_error = (
+        None if _DOT_ATOM.match(raw_local) else _error_of(raw_local + "@" + _NEUTRAL_DOMAIN)
+    )
+    if local_error:
+        return _problem(original, text, "syntax", local_error)
+    domain = _check_domain(raw_domain)
+    if isinstance(domain, str):
+        return _problem(original, text, "syntax", domain)
+    ascii_domain, unicode_domain = domain
 
-    if "." not in ascii_domain:
-        return _problem(
-            original, text, "syntax",
-            "the part after the @-sign needs a dot: single-label domains take no mail",
-        )
-
-    raw_local = text.partition("@")[0]
-    local = unicodedata.normalize("NFC", raw_local)
-    if local.casefold() != (info.local_part or "").casefold():  # defensive; never seen
-        local = info.local_part or ""
+    local = unicodedata.normalize("NFC", raw_local)  # RFC 6532 3.1; case kept
     local_octets = len(local.encode("utf-8"))
     if local_octets > MAX_LOCAL_OCTETS:
         return _problem(
-            original, text, "syntax",
+            original,
+            text,
+            "syntax",
             f"the part before the @-sign is {local_octets} octets, the limit is "
             f"{MAX_LOCAL_OCTETS} (RFC 5321 4.5.3.1.1)",
         )
     email = f"{local}@{ascii_domain}"
-    octets = len(email.encode("utf-8"))
-    if octets > MAX_ADDRESS_OCTETS:
-        return _problem(
-            original, text, "syntax",
-            f"the address is {octets} octets, the limit is {MAX_ADDRESS_OCTETS} "
-            "(RFC 5321 4.5.3.1.3)",
-        )
+    # as typed, with the A-label domain (what RCPT TO carries), with the U-label domain
+    for form in (text, email, f"{local}@{unicode_domain}"):
+        octets = len(form.encode("utf-8"))
+        if octets > MAX_ADDRESS_OCTETS:
+            return _problem(
+                original,
+                text,
+                "syntax",
+                f"the address is {octets} octets, the limit is {MAX_ADDRESS_OCTETS} "
+                "(RFC 5321 4.5.3.1.3)",
+            )
     if is_special_use(ascii_domain) and not allow_test_domains:
         return _problem(original, email, "special_use", _special_use_message())
 
@@ -207,6 +207,46 @@ def _parse(raw: object, allow_test_domains: bool) -> Address | SyntaxProblem:
         domain_unicode=unicode_domain,
         smtputf8=not local.isascii(),
     )
+
+
+def _error_of(text: str) -> str | None:
+    """python-email-validator's complaint about ``text``, or None."""
+    try:
+        _validate(text)
+    except EmailNotValidError as exc:
+        return str(exc)
+    return None
+
+
+@lru_cache(maxsize=65536)
+def _check_domain(domain: str) -> tuple[str, str] | str:
+    """``(A-label form, U-label form)`` of a domain, or the error message.
+
+    Special-use domains come back valid (the caller decides on them): the validator
+    exempts only ``test``, so another special-use suffix is swapped for ``test``,
+    validated, and swapped back.
+    """
+    try:
+        info = _validate(_NEUTRAL_LOCAL + "@" + domain)
+    except EmailNotValidError as exc:
+        message = str(exc)
+        if _SPECIAL_USE_MESSAGE not in message:
+            return message
+        swapped = _swap_special_suffix(domain)
+        if swapped is None:
+            return message
+        stand_in, suffix = swapped
+        try:
+            info = _validate(_NEUTRAL_LOCAL + "@" + stand_in)
+        except EmailNotValidError as exc2:
+            return str(exc2)
+        ascii_domain = info.ascii_domain[: -len("test")] + suffix
+        unicode_domain = info.domain[: -len("test")] + suffix
+    else:
+        ascii_domain, unicode_domain = info.ascii_domain, info.domain
+    if "." not in ascii_domain:  # the validator lets a bare ``test`` through
+        return "the part after the @-sign needs a dot: single-label domains take no mail"
+    return ascii_domain, unicode_domain
 
 
 def _validate(text: str):  # -> email_validator.ValidatedEmail
@@ -224,16 +264,15 @@ def _validate(text: str):  # -> email_validator.ValidatedEmail
     )
 
 
-def _substitute_special_suffix(text: str) -> tuple[str, str] | None:
-    """``a@mx.localhost`` -> (``a@mx.test``, ``localhost``); None when not applicable."""
-    local, _, domain = text.partition("@")
+def _swap_special_suffix(domain: str) -> tuple[str, str] | None:
+    """``mx.localhost`` -> (``mx.test``, ``localhost``); None when not applicable."""
     try:
         mapped = idna.uts46_remap(domain, std3_rules=False, transitional=False).lower()
     except (idna.IDNAError, ValueError):
         return None
     for name in SPECIAL_USE_DOMAINS:
         if mapped.endswith("." + name):
-            return f"{local}@{mapped[: -len(name)]}test", name
+            return mapped[: -len(name)] + "test", name
     return None
 
 
@@ -258,6 +297,6 @@ def _display(text: str) -> str:
 def _safe_str(value: object) -> str:
     try:
         text = str(value)
-    except Exception:
+    except Exception:  # noqa: BLE001 -- any object's __str__ may raise anything
         text = f"<{type(value).__name__}>"
     return text if isinstance(text, str) else ""

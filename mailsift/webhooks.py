@@ -284,8 +284,8 @@ async def redeliver(
         batch_index, n_results = _describe(body)
         payload = body.decode("utf-8", "replace")
         for n in range(1, len(schedule) + 1):
-            attempted_at = utcnow()
             async with gate:
+                attempted_at = utcnow()
                 status, error = await _post(client, url, key, did, body, timeout)
             await record(
                 DeliveryAttempt(

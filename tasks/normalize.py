@@ -28,7 +28,6 @@ __all__ = [
     "batches_by_domain",
     "count_without_email",
     "dedupe",
-    "email_expr",
     "normalize",
 ]
 
@@ -38,57 +37,70 @@ DOMAIN = "__ms_domain"
 
 # Invisible characters pasted along with addresses: zero-width space/joiners, word
 # joiner, BOM, soft hyphen. Removed anywhere in the value.
-_INVISIBLE = r"[\u200B-\u200D\u2060\uFEFF\u00AD]"
-# Leading / trailing whitespace (Unicode, so NBSP too) and list punctuation.
-_EDGES = r"^[\s,;]+|[\s,;]+$"
-# After unwrapping: also a sentence's final '.', a stray ':' or half an angle bracket.
+_INVISIBLE = "\u200b-\u200d\u2060\ufeff\u00ad"
+# Step 1: invisible characters anywhere; whitespace (Unicode \s, so NBSP too) and list
+# punctuation ``,`` ``;`` at the edges.
+_EDGES = rf"[{_INVISIBLE}]|^[\s,;{_INVISIBLE}]+|[\s,;{_INVISIBLE}]+$"
+# Step 2, one pass, the first that matches of:
+#   "Jane Doe <jane@x.com>"          RFC 5322 name-addr: the angle-addr holding an '@'
+#   "mailto:jane@x.com?subject=Hi"  RFC 6068: drop the scheme and the header fields
+#   "'jane@x.com'"                  surrounding quotes (a quoted local part is kept)
+#   "jane@x.com (Jane Doe)"         a trailing RFC 5322 comment
+_QUOTES = "\"'\u201c\u201d\u2018\u2019"
+_UNWRAP = (
+    r"^(?:[^<>]*<\s*(?i:mailto:)?\s*([^<>]*@[^<>]*?)\s*>.*"
+    r"|(?i:mailto:)\s*([^?]*)(?:\?.*)?"
+    rf"|[{_QUOTES}]([^{_QUOTES}]*)[{_QUOTES}]"
+    r"|(.*?)\s*\([^()]*\))$"
+)
+_UNWRAPPED = "${1}${2}${3}${4}"
+# Step 3: the edges again, also a sentence's final '.', a stray ':' or half an angle bracket.
 _EDGES_AFTER = r"^[\s,;:<]+|[\s,;:.>]+$"
-# "Jane Doe <jane@x.com>" (RFC 5322 name-addr): the angle-addr holding an '@'.
-_ANGLE_ADDR = r"<\s*([^<>]*@[^<>]*?)\s*>"
-# "mailto:jane@x.com?subject=Hi" (RFC 6068): drop the scheme and the header fields.
-_MAILTO = r"(?i)^mailto:\s*([^?]*)(?:\?.*)?$"
-# "jane@x.com (Jane Doe)": a trailing RFC 5322 comment.
-_TRAILING_COMMENT = r"\s*\([^()]*\)$"
-_QUOTED = (r'^"([^"]*)"$', r"^'([^']*)'$", r"^[“”]([^“”]*)[“”]$", r"^[‘’]([^‘’]*)[‘’]$")
-
-
-def email_expr(raw: pl.Expr) -> pl.Expr:
-    """The cleaned address from a raw cell (string expression); empty -> null.
-
-    Steps, in order: remove invisible characters; trim whitespace (incl. NBSP) and
-    ``,`` ``;`` at the edges; take the ``<...>`` part of ``Name <addr>``; drop a
-    ``mailto:`` prefix and its ``?subject=...``; drop a trailing ``(comment)``; unwrap
-    surrounding quotes; trim again (also a final ``.``); Unicode NFC; lower-case the
-    domain, the part after the last ``@``.
-    """
-    s = raw.str.replace_all(_INVISIBLE, "").str.replace_all(_EDGES, "")
-    s = pl.coalesce(s.str.extract(_ANGLE_ADDR, 1), s)
-    s = s.str.replace(_MAILTO, "${1}").str.replace(_TRAILING_COMMENT, "")
-    s = s.str.strip_chars()
-    for pattern in _QUOTED:
-        s = s.str.replace(pattern, "${1}")
-    s = s.str.replace_all(_EDGES_AFTER, "").str.normalize("NFC")
-    local = s.str.replace(r"@[^@]*$", "")
-    domain = s.str.extract(r"@([^@]*)$", 1).str.to_lowercase()
-    email = (
-        pl.when(s.str.contains("@", literal=True))
-        .then(pl.concat_str([local, pl.lit("@"), domain]))
-        .otherwise(s)
-    )
-    return pl.when(email.str.len_bytes() > 0).then(email).otherwise(None)
+# A value none of the steps would change: printable ASCII without the characters they act
+# on, a lower-case domain ending in a letter or digit. Most cells of a real list are so.
+_ALREADY_CLEAN = r"^[A-Za-z0-9!#$%&*+/=?^_`{|}~.'-]+@[a-z0-9.-]*[a-z0-9]$"
+_NON_ASCII = r"[^\x00-\x7f]"
 
 
 def normalize(df: pl.DataFrame) -> pl.DataFrame:
-    """Add ``__ms_email``, ``__ms_key`` and ``__ms_domain`` from ``__ms_email_raw``."""
-    key = pl.col(EMAIL).str.to_lowercase()
-    domain = pl.col(KEY).str.extract(r"@([^@]*)$", 1)
-    return (
-        df.lazy()
-        .with_columns(email_expr(pl.col(EMAIL_RAW).cast(pl.String)).alias(EMAIL))
-        .with_columns(key.alias(KEY))
-        .with_columns(pl.when(domain.str.len_bytes() > 0).then(domain).otherwise(None).alias(DOMAIN))
-        .collect()
-    )
+    """Add ``__ms_email``, ``__ms_key`` and ``__ms_domain`` from ``__ms_email_raw``.
+
+    Steps, in order: remove invisible characters; trim whitespace (incl. NBSP) and
+    ``,`` ``;`` at the edges; take the ``<...>`` part of ``Name <addr>``, or drop a
+    ``mailto:`` prefix with its ``?subject=...``, or unwrap surrounding quotes, or drop
+    a trailing ``(comment)``; trim again (also a final ``.``); Unicode NFC; lower-case
+    the domain, the part after the last ``@``; empty -> null.
+
+    Only the cells that need it go through the steps (most cells are already clean);
+    everything is polars expressions and Series operations, no per-row Python.
+    """
+    raw = df.get_column(EMAIL_RAW).cast(pl.String)
+    dirty = (~raw.str.contains(_ALREADY_CLEAN)).fill_null(False)
+    email = raw
+    if dirty.any():
+        at = dirty.arg_true()
+        email = raw.scatter(at, _clean(raw.gather(at)))
+    key = email.str.to_lowercase().alias(KEY)
+    domain = key.str.extract(r"@([^@]*)$", 1)
+    domain = pl.select(pl.when(domain.str.len_bytes() > 0).then(domain)).to_series()
+    return df.with_columns(email.alias(EMAIL), key, domain.alias(DOMAIN))
+
+
+def _clean(values: pl.Series) -> pl.Series:
+    """The full normalization of some cells (a Series of strings)."""
+    s = values.str.replace_all(_EDGES, "").str.replace(_UNWRAP, _UNWRAPPED)
+    s = s.str.replace_all(_EDGES_AFTER, "")
+    non_ascii = s.str.contains(_NON_ASCII).fill_null(False)
+    if non_ascii.any():
+        at = non_ascii.arg_true()
+        s = s.scatter(at, s.gather(at).str.normalize("NFC"))
+    local = s.str.extract(r"^(.*)@[^@]*$", 1)
+    domain = s.str.extract(r"@([^@]*)$", 1).str.to_lowercase()
+    frame = pl.DataFrame({"s": s, "local": local, "domain": domain})
+    email = pl.when(pl.col("local").is_not_null()).then(
+        pl.concat_str([pl.col("local"), pl.lit("@"), pl.col("domain")])
+    ).otherwise(pl.col("s"))
+    return frame.select(pl.when(email.str.len_bytes() > 0).then(email).alias(EMAIL)).to_series()
 
 
 def dedupe(df: pl.DataFrame) -> pl.DataFrame:
@@ -102,13 +114,12 @@ def dedupe(df: pl.DataFrame) -> pl.DataFrame:
     return (
         df.lazy()
         .filter(pl.col(KEY).is_not_null())
-        .with_row_index("__ms_order")
-        .group_by(KEY)
+        .group_by(KEY)  # rows keep their input order inside each group
         .agg(
             pl.col(DOMAIN).first().alias("domain"),
             pl.len().cast(pl.Int64).alias("n_rows"),
-            pl.col(SOURCE).sort_by("__ms_order").first().alias("first_source"),
-            pl.col(ROW).sort_by("__ms_order").first().alias("first_row"),
+            pl.col(SOURCE).first().alias("first_source"),
+            pl.col(ROW).first().alias("first_row"),
         )
         .rename({KEY: "email"})
         .sort(["domain", "email"], nulls_last=True)

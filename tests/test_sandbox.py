@@ -13,6 +13,10 @@ async def _verify(emails: list[str], **settings: object) -> list:
     return [r async for r in backend.verify_many(emails)]
 
 
+def _without_time(results: list) -> list[dict]:
+    return [{**r.to_dict(), "verified_at": None} for r in results]
+
+
 async def test_the_three_verdicts() -> None:
     valid, invalid, risky = await _verify(
         ["jane@valid.test", "john@invalid.test", "someone@example.com"]
@@ -52,8 +56,7 @@ async def test_normalized_and_deterministic() -> None:
     assert first[0].email == "Jane.Doe@valid.test"  # local part kept, domain lower-cased
     assert first[0].status == "valid"
     assert first[1].status == "risky"  # only the exact sandbox domains have fixed verdicts
-    strip = lambda rs: [{**r.to_dict(), "verified_at": None} for r in rs]  # noqa: E731
-    assert strip(first) == strip(again)
+    assert _without_time(first) == _without_time(again)
 
 
 async def test_one_result_per_input_in_order() -> None:

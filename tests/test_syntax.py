@@ -52,7 +52,12 @@ intl_address = st.tuples(
     st.sampled_from(["com", "test", "xn--p1ai", "рф", "中国"]),
 ).map(lambda p: f"{p[0]}@{p[1]}.{p[2]}")
 
-anything = st.one_of(any_text, decoded_bytes, ascii_address, intl_address)
+_TRICKY = list('@"<>.[]()\\,:; -_aAxné\u00fc0ｃ。\u0338\u0301\u200b')
+tricky = st.tuples(
+    st.text(alphabet=st.sampled_from(_TRICKY), max_size=24),
+    st.sampled_from(["", "@example.com", "@Ex.TEST", "@mx.localhost", "@xn--bcher-kva.de", "@a"]),
+).map("".join)
+anything = st.one_of(any_text, decoded_bytes, ascii_address, intl_address, tricky)
 injected = st.sampled_from(sorted(CONTROL - {"\t"}))  # a tab at either end is trimmed
 
 
@@ -334,7 +339,9 @@ def test_address_limit_applies_to_the_a_label_form() -> None:
     # 216 octets in UTF-8, but 264 once the domain is in A-labels (what RCPT TO carries
     # to a server without SMTPUTF8)
     def label(offset: int) -> str:  # Latin-1 letters and CJK ideographs, all distinct
-        return "".join(chr(0xE0 + (offset + i) % 23) + chr(0x4E00 + 97 * (offset + i)) for i in range(3))
+        return "".join(
+            chr(0xE0 + (offset + i) % 23) + chr(0x4E00 + 97 * (offset + i)) for i in range(3)
+        )
 
     domain = ".".join(label(3 * n) for n in range(12)) + ".com"
     text = "a" * 20 + "@" + domain
@@ -393,3 +400,47 @@ def test_example_domains_are_not_special_use() -> None:
         assert isinstance(parse_address(text), Address)
     assert not is_special_use("example.com")
     assert is_special_use("x.test") and is_special_use("TEST") and not is_special_use("test.com")
+
+
+# --- agreement with python-email-validator ------------------------------------------------
+
+
+def _validator_verdict(text: str):
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        return validate_email(
+            text,
+            check_deliverability=False,
+            strict=True,
+            allow_smtputf8=True,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            test_environment=False,
+        )
+    except EmailNotValidError:
+        return None
+
+
+@PROPERTY
+@given(anything)
+@example("Info@Example.com")
+@example("ann@mx.localhost")
+@example("ann@xn--zz.local")
+@example("é" * 33 + "@example.com")
+@example("a<b@example.com>")
+@example("ann@b@example.com")
+def test_same_verdict_as_the_whole_address_through_email_validator(text: str) -> None:
+    """parse_address checks local part and (cached) domain apart; that must not change
+    any verdict of python-email-validator on the whole address, except where we decide
+    otherwise on purpose: trimming, and local parts counted in octets, not characters."""
+    text = text.strip(" \t")
+    ours = parse_address(text)
+    theirs = _validator_verdict(text)
+    expected_valid = theirs is not None and len(theirs.local_part.encode()) <= MAX_LOCAL_OCTETS
+    assert isinstance(ours, Address) == expected_valid, (ours, theirs)
+    if isinstance(ours, Address):
+        assert ours.domain == theirs.ascii_domain
+        assert ours.domain_unicode == theirs.domain
+        assert ours.local.casefold() == theirs.local_part.casefold()  # it lower-cases 'Info'
+        assert ours.smtputf8 == theirs.smtputf8

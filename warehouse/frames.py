@@ -17,15 +17,15 @@ from mailsift.result import VerificationResult
 from .schema import CHECK_COLUMNS
 
 __all__ = [
-    "RESULT_SCHEMA",
-    "RESULT_COLUMNS",
-    "HISTORY_SCHEMA",
-    "HISTORY_COLUMNS",
     "CONTACT_ROWS_SCHEMA",
+    "HISTORY_COLUMNS",
+    "HISTORY_SCHEMA",
+    "RESULT_COLUMNS",
+    "RESULT_SCHEMA",
+    "coerce_contact_rows",
+    "coerce_results",
     "results_frame",
     "results_from_frame",
-    "coerce_results",
-    "coerce_contact_rows",
     "utc_datetimes",
 ]
 

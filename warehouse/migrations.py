@@ -31,9 +31,9 @@ from mailsift.errors import WarehouseError
 from . import schema
 
 __all__ = [
-    "Migration",
-    "MIGRATIONS",
     "LATEST_VERSION",
+    "MIGRATIONS",
+    "Migration",
     "applied_migrations",
     "check_schema",
     "migrate",

@@ -29,22 +29,22 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateTable, SetColumnComment, SetTableComment
 
 __all__ = [
-    "metadata",
-    "schema_migrations",
-    "contacts",
-    "contact_sources",
-    "verifications",
-    "runs",
-    "quality_runs",
-    "webhook_deliveries",
     "CHECK_COLUMNS",
-    "RUN_STATUSES",
-    "RUN_COUNT_COLUMNS",
     "QUALITY_SCOPES",
+    "RUN_COUNT_COLUMNS",
+    "RUN_STATUSES",
     "VIEWS",
-    "table_ddl",
+    "contact_sources",
+    "contacts",
     "create_table_statements",
+    "metadata",
+    "quality_runs",
+    "runs",
+    "schema_migrations",
+    "table_ddl",
+    "verifications",
     "view_ddl",
+    "webhook_deliveries",
 ]
 
 metadata = sa.MetaData()
@@ -138,9 +138,7 @@ verifications = sa.Table(
         sa.CheckConstraint("status IN ('valid', 'invalid', 'risky', 'unknown')"),
         nullable=False,
     ),
-    sa.Column(
-        "score", sa.Double, sa.CheckConstraint("score BETWEEN 0 AND 1"), nullable=False
-    ),
+    sa.Column("score", sa.Double, sa.CheckConstraint("score BETWEEN 0 AND 1"), nullable=False),
     sa.Column("reason", sa.String, nullable=False),
     *(sa.Column(name, sa.Boolean, nullable=True) for name in CHECK_COLUMNS),
     sa.Column("suggestion", sa.String),
@@ -226,7 +224,7 @@ VIEWS: dict[str, str] = {
         SELECT c.email, c.domain, l.verified_at AS last_verified_at, l.status AS last_status
         FROM contacts AS c
         LEFT JOIN latest_verifications AS l ON l.email = c.email
-        WHERE l.verified_at IS NULL OR l.verified_at < now() - INTERVAL 30 DAY
+        WHERE l.verified_at IS NULL OR l.verified_at <= now() - INTERVAL 30 DAY
     """,
 }
 

@@ -37,6 +37,7 @@ Behaviour, decided here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import ipaddress
 import logging
@@ -524,9 +525,9 @@ class ApiBackend:
                 block = await Secret.aload(self._key_block)
                 value = block.get()
             except Exception as exc:  # noqa: BLE001 - any failure: one clear message
+                detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
                 raise ConfigError(
-                    f"could not load the Prefect Secret block {self._key_block!r} "
-                    f"({type(exc).__name__})"
+                    f"could not load the Prefect Secret block {self._key_block!r}: {detail}"
                 ) from None
             if not isinstance(value, str):
                 raise ConfigError(f"the Prefect Secret block {self._key_block!r} must hold a string")
@@ -537,9 +538,10 @@ class ApiBackend:
 
     async def verify(self, email: str) -> VerificationResult:
         """Verify one address (see :meth:`verify_many`)."""
-        async for result in self.verify_many([email]):
-            return result
-        raise AssertionError("unreachable")
+        async with contextlib.aclosing(self.verify_many([email])) as results:
+            async for result in results:
+                return result
+        raise AssertionError("unreachable: one result per input")
 
     async def verify_many(self, emails: Iterable[str]) -> AsyncIterator[VerificationResult]:
         """Yield one result per input, in input order, verifying up to

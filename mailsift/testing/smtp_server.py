@@ -68,6 +68,12 @@ class Behaviour:
     fault: Fault | None = None
     #: Advertise SMTPUTF8 (RFC 6531) in the EHLO reply.
     smtputf8: bool = True
+    #: Simultaneous connections allowed; more get a 421 banner (a per-client limit).
+    max_connections: int | None = None
+    #: Understand EHLO; ``False`` makes an RFC 821-only server (502 to EHLO, HELO works).
+    ehlo: bool = True
+    #: RCPTs per mail transaction; more get 452 4.5.3 (RFC 5321 4.5.3.1.10).
+    max_rcpts: int | None = None
 
     def __post_init__(self) -> None:
         if self.mailboxes is not None:
@@ -300,6 +306,7 @@ class _Session:
         self.tls = False
         self.mail_from: str | None = None
         self.rcpts: list[str] = []
+        self.rcpt_count = 0
         self.errors = 0
 
     async def send(self, code: int, *lines: str) -> None:
@@ -324,6 +331,8 @@ class _Session:
             await asyncio.sleep(0.2)
             raise _Hangup
         code, text = b.banner
+        if b.max_connections is not None and self.server.active > b.max_connections:
+            code, text = 421, "4.7.0 Too many concurrent connections, try again later"
         await self.send(code, f"mx.mailsift.test {text}")
         if code != 220:
             # RFC 5321 3.1: a 554 server waits for QUIT; a 421 one closes. Close both.
@@ -368,6 +377,9 @@ class _Session:
     # -- commands ----------------------------------------------------------------------
 
     async def cmd_ehlo(self, arg: str) -> None:
+        if not self.b.ehlo:
+            await self.send(502, "5.5.2 Error: command not recognized")
+            return
         if not arg:
             await self.send(501, "5.5.4 Syntax: EHLO hostname")
             return
@@ -418,8 +430,9 @@ class _Session:
         if arg:
             await self.send(501, "5.5.4 Syntax: STARTTLS")
             return
+        context = await asyncio.to_thread(tls_server_context)  # never block the farm's loop
         await self.send(220, "2.0.0 Ready to start TLS")
-        await self.writer.start_tls(tls_server_context())
+        await self.writer.start_tls(context)
         self.tls = True
         self.server.tls_sessions += 1
         # RFC 3207 4.2: forget everything said before the handshake.
@@ -458,6 +471,10 @@ class _Session:
             return
         if self.b.fault == "drop_at_rcpt":
             raise _Hangup
+        if self.b.max_rcpts is not None and self.rcpt_count >= self.b.max_rcpts:
+            await self.send(452, "4.5.3 Error: too many recipients")
+            return
+        self.rcpt_count += 1
         code, text = self.b.rcpt_answer(path)
         if 200 <= code < 300:
             self.rcpts.append(path)
@@ -486,6 +503,7 @@ class _Session:
     def reset(self) -> None:
         self.mail_from = None
         self.rcpts = []
+        self.rcpt_count = 0
 
 
 # --------------------------------------------------------------------------- farm
@@ -545,6 +563,8 @@ class SmtpFarm:
     def add(self, host: str, behaviour: Behaviour) -> SmtpServer:
         """Serve ``behaviour`` on ``host`` (a loopback IP such as ``"127.0.0.7"``)."""
         ipaddress.ip_address(host)  # a name here would bind who knows what
+        if behaviour.starttls:
+            tls_server_context()  # made now, in the caller's thread, not mid-conversation
         with self._lock:
             if host in self._by_host:
                 raise ValueError(f"{host} already has a server; replace its .behaviour instead")

@@ -1,0 +1,742 @@
+"""``Warehouse``: the thin API the flows use over one DuckDB file.
+
+One writer: DuckDB lets one process hold a database file read-write. Only the flow
+process writes (never concurrent task workers in other processes); inside that process
+one :class:`Warehouse` may be shared by threads, as every call holds its lock. Readers in
+other processes (the CI quality gate, a notebook) open it with ``read_only=True`` while no
+flow is writing.
+
+Bulk data goes through Arrow: a polars frame is registered with DuckDB and moved with one
+``INSERT ... SELECT`` (a million rows in about a second), never ``executemany``. Every
+result is fetched completely (``fetchall``, ``.pl()``, ``.df()``): in DuckDB 2.0 a partly
+read result blocks its connection, and results have no ``fetchone()``.
+
+Times: the connection's ``TimeZone`` is UTC, so every ``TIMESTAMPTZ`` comes back as a UTC
+``datetime`` / ``Datetime("us", "UTC")``. A naive ``datetime`` given to any method is
+taken as UTC (as :meth:`VerificationResult.from_dict` does); ISO 8601 text is accepted
+too.
+
+Errors: every failure of the database itself surfaces as
+:class:`~mailsift.errors.WarehouseError` naming the operation and the file; a frame with
+missing or mistyped columns, or a bad argument, is a ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+import duckdb
+import polars as pl
+
+from mailsift.errors import WarehouseError
+
+from .frames import (
+    HISTORY_COLUMNS,
+    HISTORY_SCHEMA,
+    RESULT_COLUMNS,
+    coerce_contact_rows,
+    coerce_results,
+)
+from .migrations import check_schema, migrate
+from .redaction import redact_url
+from .schema import QUALITY_SCOPES, RUN_COUNT_COLUMNS, RUN_STATUSES
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Warehouse"]
+
+_HISTORY_SELECT = ", ".join(
+    "CAST(verification_id AS VARCHAR) AS verification_id" if name == "verification_id" else name
+    for name in HISTORY_COLUMNS
+)
+_RESULT_LIST = ", ".join(RESULT_COLUMNS)
+_FINISHED_STATUSES = tuple(s for s in RUN_STATUSES if s != "running")
+_WEBHOOK_COLUMNS = (
+    "delivery_id, run_id, url, batch_index, n_results, attempt, attempted_at, "
+    "status_code, error, is_delivered, payload"
+)
+
+
+def _utc(value: datetime | str | None) -> datetime:
+    """UTC ``datetime`` from a datetime or ISO 8601 text; ``None`` is now; naive is UTC."""
+    if value is None:
+        return datetime.now(UTC)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"not an ISO 8601 time: {value!r}") from exc
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime, got {value!r}")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _json(value: Any) -> str | None:
+    """JSON text for a JSON column: a ``str`` is checked and kept, anything else dumped."""
+    if value is None:
+        return None
+    if isinstance(value, str | bytes):
+        text = value.decode() if isinstance(value, bytes) else value
+        try:
+            json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"not JSON text: {exc}") from exc
+        return text
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _email_frame(emails: Sequence[str] | pl.Series) -> pl.DataFrame:
+    if isinstance(emails, pl.Series):
+        series = emails.cast(pl.String).rename("email")
+    else:
+        series = pl.Series("email", list(emails), dtype=pl.String)
+    return series.drop_nulls().unique().to_frame()
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty str, got {value!r}")
+    return value
+
+
+class Warehouse:
+    """The mailsift warehouse in one DuckDB file. Make one with :meth:`open`."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, *, read_only: bool) -> None:
+        self._con: duckdb.DuckDBPyConnection | None = con
+        self._lock = threading.RLock()
+        self.path = path
+        self.read_only = read_only
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], *, create: bool = True, read_only: bool = False
+    ) -> Warehouse:
+        """Open the warehouse at ``path`` and bring its schema up to date.
+
+        - Missing file: with ``create=True`` (and not ``read_only``) the file and its parent
+          directories are made and every migration applied; otherwise
+          ``WarehouseError("no warehouse at PATH ...")``.
+        - Existing file, read-write: pending migrations are applied.
+        - ``read_only=True``: nothing is written; a schema older than this code knows is a
+          ``WarehouseError`` (open it read-write once to migrate).
+        - A file that is not a DuckDB database, is locked by another process, has a schema
+          version newer than this code knows, or has tables but no ``schema_migrations``:
+          ``WarehouseError`` naming the file.
+        """
+        where = str(path)
+        in_memory = where == ":memory:"
+        if not in_memory:
+            file = Path(path).expanduser()
+            where = str(file)
+            if file.is_dir():
+                raise WarehouseError(f"{where} is a directory, not a warehouse file")
+            if not file.exists():
+                if read_only or not create:
+                    raise WarehouseError(
+                        f"no warehouse at {where} (set MAILSIFT_DB to an existing file, "
+                        "or run a flow, which creates it)"
+                    )
+                file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = duckdb.connect(where, read_only=read_only and not in_memory)
+        except duckdb.Error as exc:
+            raise WarehouseError(_open_failure(where, exc)) from exc
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            if not in_memory and not _is_database_file(con):
+                # DuckDB 2.0 opens an existing CSV/Parquet file as an in-memory database
+                # with views over it: writes would vanish.
+                raise WarehouseError(
+                    f"{where} is not a DuckDB database file (it looks like a data file; "
+                    "MAILSIFT_DB must name the warehouse, e.g. mailsift.duckdb)"
+                )
+            if read_only:
+                pending = check_schema(con, where)
+                if pending:
+                    raise WarehouseError(
+                        f"{where} has schema version {pending[0].version - 1}, older than this "
+                        f"mailsift ({pending[-1].version}); open it read-write once (any flow "
+                        "run does) to migrate"
+                    )
+            else:
+                migrate(con, where)
+        except BaseException as exc:
+            con.close()
+            if isinstance(exc, duckdb.Error):
+                raise WarehouseError(f"cannot read the schema of {where}: {exc}") from exc
+            raise
+        return cls(con, where, read_only=read_only)
+
+    def close(self) -> None:
+        """Close the connection (idempotent); later calls raise ``WarehouseError``."""
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.read_only else "read-write"
+        state = "closed" if self._con is None else mode
+        return f"Warehouse({self.path!r}, {state})"
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _using(self, what: str, *, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._lock:
+            if self._con is None:
+                raise WarehouseError(f"{what}: the warehouse {self.path} is closed")
+            if write and self.read_only:
+                raise WarehouseError(f"{what}: {self.path} is open read-only")
+            try:
+                yield self._con
+            except duckdb.Error as exc:
+                raise WarehouseError(f"{what} failed on {self.path}: {exc}") from exc
+
+    @staticmethod
+    @contextmanager
+    def _staged(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> Iterator[None]:
+        """``frame`` visible to SQL as ``name`` (an Arrow scan, no copy into the file)."""
+        con.register(name, frame.to_arrow())
+        try:
+            yield
+        finally:
+            con.unregister(name)
+
+    @staticmethod
+    @contextmanager
+    def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+        con.begin()
+        try:
+            yield
+        except BaseException:
+            con.rollback()
+            raise
+        con.commit()
+
+    @staticmethod
+    def _history(relation: duckdb.DuckDBPyRelation) -> pl.DataFrame:
+        return relation.pl().cast(HISTORY_SCHEMA)
+
+    def query(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> pl.DataFrame:
+        """Run one SQL statement and return its whole result as a polars frame (an empty
+        frame for a statement that returns nothing). For ad hoc reads, tests and demos."""
+        with self._using("query") as con:
+            relation = con.sql(sql, params=params)
+            return pl.DataFrame() if relation is None else relation.pl()
+
+    def schema_version(self) -> int:
+        """The highest applied migration version (see :mod:`warehouse.migrations`)."""
+        with self._using("schema_version") as con:
+            ((version,),) = con.execute("SELECT max(version) FROM schema_migrations").fetchall()
+            return int(version or 0)
+
+    # ------------------------------------------------------------------ contacts
+
+    def upsert_contacts(
+        self, rows: pl.DataFrame, *, run_id: str, seen_at: datetime | str | None = None
+    ) -> int:
+        """Record the source rows of a run and merge them into ``contacts``.
+
+        ``rows`` has columns ``source``, ``row_number``, ``record_id`` (nullable),
+        ``email`` (nullable: no usable address) and optionally ``domain`` (derived from
+        the email when absent or null). Emails are trimmed and lower-cased (the identity
+        of a contact). In one transaction:
+
+        - each row becomes a ``contact_sources`` row (``loaded_at = seen_at``), unless
+          ``(run_id, source, row_number)`` is already there, so a retried task adds
+          nothing twice; duplicate rows inside ``rows`` count once;
+        - every email among the new rows is upserted into ``contacts``: ``first_seen_at``
+          kept (the earliest wins), ``last_seen_at`` the latest, ``sources`` merged
+          (distinct, sorted), ``n_source_rows`` increased by its new rows.
+
+        Returns the number of ``contact_sources`` rows inserted. ``seen_at`` defaults to now.
+        """
+        run_id = _text("run_id", run_id)
+        frame = coerce_contact_rows(rows)
+        seen = _utc(seen_at)
+        if frame.is_empty():
+            return 0
+        with (
+            self._using("upsert_contacts", write=True) as con,
+            self._staged(con, "_mailsift_contact_rows", frame),
+            self._transaction(con),
+        ):
+            con.execute(
+                """
+                CREATE OR REPLACE TEMP TABLE _mailsift_new_sources AS
+                SELECT
+                    CAST($run_id AS VARCHAR) AS run_id, s.source, s.row_number, s.record_id,
+                    s.email,
+                    lower(coalesce(nullif(trim(s.domain), ''), string_split(s.email, '@')[-1]))
+                        AS domain,
+                    CAST($seen AS TIMESTAMPTZ) AS loaded_at
+                FROM (
+                    SELECT source, row_number, record_id,
+                           nullif(lower(trim(email)), '') AS email, domain
+                    FROM _mailsift_contact_rows
+                    QUALIFY row_number() OVER (PARTITION BY source, row_number) = 1
+                ) AS s
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM contact_sources AS cs
+                    WHERE cs.run_id = $run_id
+                      AND cs.source = s.source AND cs.row_number = s.row_number
+                )
+                """,
+                {"run_id": run_id, "seen": seen},
+            )
+            ((inserted,),) = con.execute(
+                """
+                INSERT INTO contact_sources (run_id, source, row_number, record_id, email, loaded_at)
+                SELECT run_id, source, row_number, record_id, email, loaded_at
+                FROM _mailsift_new_sources
+                """
+            ).fetchall()
+            con.execute(
+                """
+                INSERT INTO contacts AS c
+                    (email, domain, first_seen_at, last_seen_at, sources, n_source_rows)
+                SELECT email, min(domain), min(loaded_at), max(loaded_at),
+                       list_sort(list_distinct(list(source))), count(*)
+                FROM _mailsift_new_sources
+                WHERE email IS NOT NULL
+                GROUP BY email
+                ON CONFLICT (email) DO UPDATE SET
+                    domain = excluded.domain,
+                    first_seen_at = least(c.first_seen_at, excluded.first_seen_at),
+                    last_seen_at = greatest(c.last_seen_at, excluded.last_seen_at),
+                    sources = list_sort(list_distinct(list_concat(c.sources, excluded.sources))),
+                    n_source_rows = c.n_source_rows + excluded.n_source_rows
+                """
+            ).fetchall()
+            con.execute("DROP TABLE _mailsift_new_sources")
+        return int(inserted)
+
+    # ------------------------------------------------------------------ verifications
+
+    def append_verifications(self, results: pl.DataFrame, *, run_id: str, backend: str) -> int:
+        """Append results to the ``verifications`` history; return the rows inserted.
+
+        ``results`` is a results frame (:func:`warehouse.frames.results_frame`, columns
+        :data:`~warehouse.frames.RESULT_COLUMNS`; extra columns ignored; ``verified_at``
+        tz-aware, naive taken as UTC). Idempotent: a row whose ``(email, verified_at,
+        run_id)`` is already stored, or repeated inside ``results``, is not inserted
+        again, so a retried task never duplicates history. One statement: all rows or none.
+        """
+        run_id = _text("run_id", run_id)
+        backend = _text("backend", backend)
+        frame = coerce_results(results)
+        if frame.is_empty():
+            return 0
+        with (
+            self._using("append_verifications", write=True) as con,
+            self._staged(con, "_mailsift_results", frame),
+        ):
+            ((inserted,),) = con.execute(
+                f"""
+                INSERT INTO verifications (run_id, backend, {_RESULT_LIST})
+                SELECT $run_id, $backend, {_RESULT_LIST}
+                FROM _mailsift_results AS s
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM verifications AS v
+                    WHERE v.run_id = $run_id
+                      AND v.email = s.email AND v.verified_at = s.verified_at
+                )
+                QUALIFY row_number() OVER (PARTITION BY s.email, s.verified_at) = 1
+                """,
+                {"run_id": run_id, "backend": backend},
+            ).fetchall()
+        return int(inserted)
+
+    def fresh_results(
+        self,
+        emails: Sequence[str] | pl.Series,
+        *,
+        max_age_days: float = 30,
+        retry_unknown_after_minutes: float = 30,
+        now: datetime | str | None = None,
+    ) -> pl.DataFrame:
+        """The newest verification of each of ``emails`` that is still fresh.
+
+        Fresh: younger than ``max_age_days`` (``verified_at > now - max_age_days``); an
+        ``unknown`` result only while younger than ``retry_unknown_after_minutes``, so
+        outages are retried soon. Emails never verified or whose newest result is stale
+        are absent: they need a check. Emails match exactly as stored (the pipeline
+        lower-cases them). The emails are joined as a registered Arrow table, so a million
+        of them is one hash join.
+
+        Returns a history frame (:data:`~warehouse.frames.HISTORY_SCHEMA`: the results
+        columns, then ``run_id``, ``backend``, ``verification_id``), one row per fresh
+        email, in no particular order.
+        """
+        if max_age_days < 0 or retry_unknown_after_minutes < 0:
+            raise ValueError("max_age_days and retry_unknown_after_minutes must be >= 0")
+        at = _utc(now)
+        wanted = _email_frame(emails)
+        with (
+            self._using("fresh_results") as con,
+            self._staged(con, "_mailsift_emails", wanted),
+        ):
+            relation = con.sql(
+                f"""
+                SELECT {_HISTORY_SELECT} FROM (
+                    SELECT * FROM verifications AS v
+                    WHERE v.verified_at > $age_cutoff
+                      AND v.email IN (SELECT email FROM _mailsift_emails)
+                    QUALIFY row_number() OVER (
+                        PARTITION BY v.email ORDER BY v.verified_at DESC, v.verification_id DESC
+                    ) = 1
+                )
+                WHERE status <> 'unknown' OR verified_at > $unknown_cutoff
+                """,
+                params={
+                    "age_cutoff": at - timedelta(days=max_age_days),
+                    "unknown_cutoff": at - timedelta(minutes=retry_unknown_after_minutes),
+                },
+            )
+            return self._history(relation)
+
+    def stale_emails(
+        self,
+        *,
+        max_age_days: float = 30,
+        limit: int | None = None,
+        now: datetime | str | None = None,
+        include_never_verified: bool = False,
+    ) -> list[str]:
+        """Emails whose newest verification is ``max_age_days`` old or older, oldest first
+        (ties by email), at most ``limit`` of them.
+
+        Only age counts: an ``unknown`` younger than ``max_age_days`` is not stale (the
+        next run retries it through :meth:`fresh_results`' shorter window). With
+        ``include_never_verified`` the contacts that have no verification at all come
+        first (the ``stale_contacts`` view always includes them).
+        """
+        if max_age_days < 0:
+            raise ValueError("max_age_days must be >= 0")
+        if limit is not None and limit < 0:
+            raise ValueError("limit must be >= 0 or None")
+        never = (
+            """
+            UNION ALL
+            SELECT c.email, NULL FROM contacts AS c
+            WHERE NOT EXISTS (SELECT 1 FROM verifications AS v WHERE v.email = c.email)
+            """
+            if include_never_verified
+            else ""
+        )
+        with self._using("stale_emails") as con:
+            rows = con.execute(
+                f"""
+                SELECT email FROM (
+                    SELECT email, max(verified_at) AS last_verified_at
+                    FROM verifications GROUP BY email
+                    HAVING max(verified_at) <= $cutoff
+                    {never}
+                )
+                ORDER BY last_verified_at ASC NULLS FIRST, email
+                LIMIT $limit
+                """,
+                {"cutoff": _utc(now) - timedelta(days=max_age_days), "limit": limit},
+            ).fetchall()
+        return [email for (email,) in rows]
+
+    def latest(self, emails: Sequence[str] | pl.Series | None = None) -> pl.DataFrame:
+        """The newest verification of every email (``None``) or of the given ones, as a
+        history frame (:data:`~warehouse.frames.HISTORY_SCHEMA`), in no particular order."""
+        with self._using("latest") as con:
+            if emails is None:
+                return self._history(con.sql(f"SELECT {_HISTORY_SELECT} FROM latest_verifications"))
+            with self._staged(con, "_mailsift_emails", _email_frame(emails)):
+                relation = con.sql(
+                    f"""
+                    SELECT {_HISTORY_SELECT} FROM verifications AS v
+                    WHERE v.email IN (SELECT email FROM _mailsift_emails)
+                    QUALIFY row_number() OVER (
+                        PARTITION BY v.email ORDER BY v.verified_at DESC, v.verification_id DESC
+                    ) = 1
+                    """
+                )
+                return self._history(relation)
+
+    def latest_pandas(self) -> pd.DataFrame:
+        """``latest_verifications`` as a pandas frame (DuckDB ``.df()``), for the Great
+        Expectations gate, which rejects polars. Same columns as :meth:`latest`."""
+        with self._using("latest_pandas") as con:
+            return con.sql(f"SELECT {_HISTORY_SELECT} FROM latest_verifications").df()
+
+    def age_verifications(
+        self, days: float, emails: Sequence[str] | pl.Series | None = None
+    ) -> int:
+        """Shift ``verified_at`` of every verification (or of the given emails') ``days``
+        into the past; return the rows changed. For tests, benchmarks and demos only: it
+        rewrites history so that re-verification has something to do."""
+        micros = round(days * 86_400_000_000)
+        with self._using("age_verifications", write=True) as con:
+            if emails is None:
+                ((changed,),) = con.execute(
+                    "UPDATE verifications SET verified_at = verified_at - to_microseconds($us)",
+                    {"us": micros},
+                ).fetchall()
+            else:
+                with self._staged(con, "_mailsift_emails", _email_frame(emails)):
+                    ((changed,),) = con.execute(
+                        """
+                        UPDATE verifications SET verified_at = verified_at - to_microseconds($us)
+                        WHERE email IN (SELECT email FROM _mailsift_emails)
+                        """,
+                        {"us": micros},
+                    ).fetchall()
+        return int(changed)
+
+    # ------------------------------------------------------------------ runs
+
+    def start_run(
+        self,
+        run_id: str,
+        flow_name: str,
+        backend: str | None,
+        started_at: datetime | str | None = None,
+    ) -> None:
+        """Record a flow run as ``running``. Starting a known ``run_id`` again (a retried
+        flow run) sets it back to ``running`` and keeps its first ``started_at``."""
+        with self._using("start_run", write=True) as con:
+            con.execute(
+                """
+                INSERT INTO runs (run_id, flow_name, backend, started_at, status)
+                VALUES ($run_id, $flow_name, $backend, $started_at, 'running')
+                ON CONFLICT (run_id) DO UPDATE SET
+                    flow_name = excluded.flow_name, backend = excluded.backend,
+                    status = 'running', finished_at = NULL
+                """,
+                {
+                    "run_id": _text("run_id", run_id),
+                    "flow_name": _text("flow_name", flow_name),
+                    "backend": backend,
+                    "started_at": _utc(started_at),
+                },
+            ).fetchall()
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        finished_at: datetime | str | None = None,
+        *,
+        summary: Mapping[str, Any] | str | None = None,
+        **counts: int | None,
+    ) -> None:
+        """Close a run: ``status`` is ``completed``, ``failed`` or ``gate_failed``;
+        ``counts`` any of ``n_source_rows``, ``n_without_email``, ``n_unique``,
+        ``n_from_warehouse``, ``n_verified`` (others keep their value); ``summary`` a dict
+        (stored as JSON). A ``run_id`` never started is a ``WarehouseError``."""
+        if status not in _FINISHED_STATUSES:
+            raise ValueError(f"status must be one of {_FINISHED_STATUSES}, got {status!r}")
+        unknown = sorted(set(counts) - set(RUN_COUNT_COLUMNS))
+        if unknown:
+            raise TypeError(f"finish_run() got unknown count(s) {unknown}; use {RUN_COUNT_COLUMNS}")
+        params: dict[str, Any] = {
+            "run_id": run_id,
+            "status": status,
+            "finished_at": _utc(finished_at),
+            "summary": _json(summary),
+        }
+        sets = ["status = $status", "finished_at = $finished_at", "summary = $summary"]
+        for name, value in counts.items():
+            sets.append(f"{name} = ${name}")
+            params[name] = None if value is None else int(value)
+        with self._using("finish_run", write=True) as con:
+            ((changed,),) = con.execute(
+                f"UPDATE runs SET {', '.join(sets)} WHERE run_id = $run_id", params
+            ).fetchall()
+        if not changed:
+            raise WarehouseError(
+                f"finish_run: no run {run_id!r} in {self.path}; call start_run first"
+            )
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """The ``runs`` row as a dict (``summary`` decoded from JSON), or ``None``."""
+        with self._using("get_run") as con:
+            rows = con.sql("SELECT * FROM runs WHERE run_id = $id", params={"id": run_id}).pl()
+        if rows.is_empty():
+            return None
+        row = rows.to_dicts()[0]
+        row["summary"] = None if row["summary"] is None else json.loads(row["summary"])
+        return row
+
+    # ------------------------------------------------------------------ quality gate
+
+    def record_quality_run(
+        self,
+        *,
+        scope: str,
+        is_passed: bool,
+        n_rows: int,
+        run_id: str | None = None,
+        unknown_share: float | None = None,
+        max_unknown_share: float | None = None,
+        failed_expectations: Sequence[str] = (),
+        details: Mapping[str, Any] | str | None = None,
+        checked_at: datetime | str | None = None,
+    ) -> str:
+        """Record one gate evaluation; return its ``quality_run_id``. ``scope`` is ``run``
+        (needs ``run_id``) or ``warehouse`` (the CI gate; ``run_id`` usually ``None``);
+        ``details`` a dict stored as JSON."""
+        if scope not in QUALITY_SCOPES:
+            raise ValueError(f"scope must be one of {QUALITY_SCOPES}, got {scope!r}")
+        if scope == "run" and not run_id:
+            raise ValueError("a quality run with scope 'run' needs its run_id")
+        with self._using("record_quality_run", write=True) as con:
+            ((quality_run_id,),) = con.execute(
+                """
+                INSERT INTO quality_runs (run_id, scope, checked_at, is_passed, n_rows,
+                    unknown_share, max_unknown_share, failed_expectations, details)
+                VALUES ($run_id, $scope, $checked_at, $is_passed, $n_rows, $unknown_share,
+                    $max_unknown_share, $failed, $details)
+                RETURNING CAST(quality_run_id AS VARCHAR)
+                """,
+                {
+                    "run_id": run_id,
+                    "scope": scope,
+                    "checked_at": _utc(checked_at),
+                    "is_passed": bool(is_passed),
+                    "n_rows": int(n_rows),
+                    "unknown_share": None if unknown_share is None else float(unknown_share),
+                    "max_unknown_share": (
+                        None if max_unknown_share is None else float(max_unknown_share)
+                    ),
+                    "failed": [str(name) for name in failed_expectations],
+                    "details": _json(details),
+                },
+            ).fetchall()
+        return str(quality_run_id)
+
+    def quality_runs(self, run_id: str | None = None) -> pl.DataFrame:
+        """``quality_runs`` rows (all, or of one run), oldest first; ``quality_run_id`` as
+        text, ``details`` as JSON text."""
+        where = "" if run_id is None else "WHERE run_id = $run_id"
+        params = {} if run_id is None else {"run_id": run_id}
+        with self._using("quality_runs") as con:
+            return con.sql(
+                f"""
+                SELECT * REPLACE (CAST(quality_run_id AS VARCHAR) AS quality_run_id)
+                FROM quality_runs {where} ORDER BY checked_at, quality_run_id
+                """,
+                params=params,
+            ).pl()
+
+    # ------------------------------------------------------------------ webhooks
+
+    def record_webhook_attempt(
+        self,
+        *,
+        delivery_id: str,
+        run_id: str,
+        url: str,
+        batch_index: int,
+        n_results: int,
+        attempt: int,
+        is_delivered: bool,
+        payload: Mapping[str, Any] | Sequence[Any] | str,
+        status_code: int | None = None,
+        error: str | None = None,
+        attempted_at: datetime | str | None = None,
+    ) -> None:
+        """Record one delivery attempt of one batch (``delivery_id``: one per batch,
+        ``attempt`` from 1). Recording the same ``(delivery_id, attempt)`` again replaces
+        it. The URL is stored with user info and secret-looking query values redacted
+        (:func:`warehouse.redaction.redact_url`), also inside ``error``; ``payload`` is the
+        JSON body (a dict/list is dumped), which must hold results only, never secrets."""
+        safe_url = redact_url(_text("url", url))
+        if error is not None:
+            error = str(error).replace(url, safe_url)[:2000]
+        with self._using("record_webhook_attempt", write=True) as con:
+            con.execute(
+                f"""
+                INSERT OR REPLACE INTO webhook_deliveries ({_WEBHOOK_COLUMNS})
+                VALUES ($delivery_id, $run_id, $url, $batch_index, $n_results, $attempt,
+                        $attempted_at, $status_code, $error, $is_delivered, $payload)
+                """,
+                {
+                    "delivery_id": _text("delivery_id", delivery_id),
+                    "run_id": _text("run_id", run_id),
+                    "url": safe_url,
+                    "batch_index": int(batch_index),
+                    "n_results": int(n_results),
+                    "attempt": int(attempt),
+                    "attempted_at": _utc(attempted_at),
+                    "status_code": None if status_code is None else int(status_code),
+                    "error": error,
+                    "is_delivered": bool(is_delivered),
+                    "payload": _json(payload),
+                },
+            ).fetchall()
+
+    def failed_webhook_deliveries(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Deliveries (all, or of one run) that no attempt delivered, each as the dict of
+        its latest attempt (the ``webhook_deliveries`` columns; ``payload`` as JSON text,
+        ready to send again), ordered by run, batch index, delivery id. A delivery that
+        succeeded once is done, even if a later replay failed."""
+        where = "" if run_id is None else "WHERE run_id = $run_id"
+        params = {} if run_id is None else {"run_id": run_id}
+        with self._using("failed_webhook_deliveries") as con:
+            frame = con.sql(
+                f"""
+                SELECT {_WEBHOOK_COLUMNS} FROM (
+                    SELECT *, bool_or(is_delivered) OVER (PARTITION BY delivery_id) AS done
+                    FROM webhook_deliveries {where}
+                    QUALIFY row_number() OVER (
+                        PARTITION BY delivery_id ORDER BY attempt DESC, attempted_at DESC
+                    ) = 1
+                )
+                WHERE NOT done
+                ORDER BY run_id, batch_index, delivery_id
+                """,
+                params=params,
+            ).pl()
+        return frame.to_dicts()
+
+
+def _is_database_file(con: duckdb.DuckDBPyConnection) -> bool:
+    rows = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchall()
+    return bool(rows and rows[0][0])
+
+
+def _open_failure(where: str, exc: duckdb.Error) -> str:
+    text = str(exc)
+    if "lock" in text.lower():
+        return (
+            f"{where} is locked by another process: DuckDB allows one writer, and readers "
+            f"only while nobody writes (wait for the running flow to finish). {text}"
+        )
+    if "different configuration" in text:
+        return (
+            f"{where} is already open in this process in the other mode (read-only vs "
+            f"read-write); reuse that Warehouse. {text}"
+        )
+    if "not a valid DuckDB database" in text:
+        return f"{where} is not a DuckDB database file (MAILSIFT_DB points at something else)"
+    return f"cannot open the warehouse {where}: {text}"
