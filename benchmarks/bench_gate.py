@@ -57,6 +57,10 @@ def realistic_results(n: int, *, now: datetime, seed: int = 7) -> pl.DataFrame:
                                               "smtp_disabled", "unverifiable"])
     ids = np.arange(n)
     providers = np.array(["google", "microsoft", "yahoo", "other"])
+    def when(mask: np.ndarray, values: np.ndarray) -> pl.Series:
+        """``values`` where ``mask``, null elsewhere (a check that was not made)."""
+        return pl.select(pl.when(pl.Series(mask)).then(pl.Series(values))).to_series()
+
     frame = pl.DataFrame(
         {
             "i": ids,
@@ -65,19 +69,18 @@ def realistic_results(n: int, *, now: datetime, seed: int = 7) -> pl.DataFrame:
             "score": score,
             "reason": reason.astype(str),
             "syntax_valid": syntax_ok,
-            "domain_exists": np.where(syntax_ok, domain_ok, None),
-            "mx_found": np.where(domain_ok, mx_ok, None),
-            "smtp_reachable": np.where(smtp_checked, ~np.isin(reason, [
-                "smtp_timeout", "smtp_unreachable", "smtp_blocked"]), None),
+            "domain_exists": when(syntax_ok, domain_ok),
+            "mx_found": when(domain_ok, mx_ok),
+            "smtp_reachable": when(smtp_checked, ~np.isin(reason, [
+                "smtp_timeout", "smtp_unreachable", "smtp_blocked"])),
             "disposable": reason == "disposable",
             "role_based": reason == "role_based",
-            "catch_all": np.where(smtp_checked, reason == "catch_all", None),
+            "catch_all": when(smtp_checked, reason == "catch_all"),
             "free_provider": rng.random(n) < 0.3,
             "provider": providers[rng.integers(0, 4, n)],
-            "smtp_code": np.where(smtp_checked, np.where(status == "invalid", 550, 250), None),
+            "smtp_code": when(smtp_checked, np.where(status == "invalid", 550, 250)),
             "age_s": rng.integers(0, 29 * 86_400, n),
-        },
-        strict=False,
+        }
     )
     frame = frame.with_columns(
         pl.format("first.last{}@company-{}.test", pl.col("i"), pl.col("d")).alias("email"),

@@ -130,7 +130,9 @@ def decide(ev: Evidence, verified_at: datetime | None = None) -> VerificationRes
         free_provider=ev.free_provider,
     )
     suggestion = None
-    if ev.suggestion_domain and dns_known and not takes_mail:
+    # A typo is offered only for a domain that takes no mail of its own, or a disposable
+    # one (the disposable lists hold typo-squats such as gmial.com and hotmial.com).
+    if ev.suggestion_domain and (ev.disposable or (dns_known and not takes_mail)):
         suggestion = f"{address.local}@{ev.suggestion_domain}"
     extra: dict[str, object] = {
         "suggestion": suggestion,

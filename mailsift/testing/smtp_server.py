@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import ipaddress
 import logging
@@ -80,6 +81,16 @@ class Behaviour:
             object.__setattr__(self, "mailboxes", frozenset(m.lower() for m in self.mailboxes))
         replies = {k.lower(): (int(c), str(t)) for k, (c, t) in dict(self.rcpt_replies).items()}
         object.__setattr__(self, "rcpt_replies", MappingProxyType(replies))
+
+    def __hash__(self) -> int:
+        return hash(
+            tuple(
+                tuple(sorted(self.rcpt_replies.items()))
+                if f.name == "rcpt_replies"
+                else getattr(self, f.name)
+                for f in dataclasses.fields(self)
+            )
+        )
 
     def rcpt_answer(self, address: str) -> tuple[int, str]:
         """The reply this behaviour gives to ``RCPT TO:<address>``."""
