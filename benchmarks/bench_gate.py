@@ -21,16 +21,16 @@ import os
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
+import numpy as np
+import polars as pl
 
-from mailsift.result import REASONS, SCORE_BANDS  # noqa: E402
-from warehouse.frames import RESULT_SCHEMA  # noqa: E402
+from mailsift.result import REASONS, SCORE_BANDS
+from warehouse.frames import RESULT_SCHEMA
 
 SHARES = {"valid": 0.55, "invalid": 0.25, "risky": 0.12, "unknown": 0.08}
 
@@ -45,18 +45,24 @@ def realistic_results(n: int, *, now: datetime, seed: int = 7) -> pl.DataFrame:
     for name in statuses:
         rows = status == name
         words = [w for w, s in REASONS.items() if s == name]
-        weights = np.array([8.0 if w in ("accepted", "mailbox_not_found", "catch_all",
-                                         "greylisted") else 1.0 for w in words])
+        weights = np.array(
+            [
+                8.0 if w in ("accepted", "mailbox_not_found", "catch_all", "greylisted") else 1.0
+                for w in words
+            ]
+        )
         reason[rows] = rng.choice(words, size=int(rows.sum()), p=weights / weights.sum())
         low, high = SCORE_BANDS[name]
         score[rows] = np.round(rng.uniform(low, high - 0.001, size=int(rows.sum())), 3)
     syntax_ok = reason != "syntax"
     domain_ok = syntax_ok & ~np.isin(reason, ["nxdomain", "special_use"])
     mx_ok = domain_ok & ~np.isin(reason, ["no_mx", "null_mx"])
-    smtp_checked = mx_ok & ~np.isin(reason, ["disposable", "dns_timeout", "dns_error",
-                                              "smtp_disabled", "unverifiable"])
+    smtp_checked = mx_ok & ~np.isin(
+        reason, ["disposable", "dns_timeout", "dns_error", "smtp_disabled", "unverifiable"]
+    )
     ids = np.arange(n)
     providers = np.array(["google", "microsoft", "yahoo", "other"])
+
     def when(mask: np.ndarray, values: np.ndarray) -> pl.Series:
         """``values`` where ``mask``, null elsewhere (a check that was not made)."""
         return pl.select(pl.when(pl.Series(mask)).then(pl.Series(values))).to_series()
@@ -71,8 +77,9 @@ def realistic_results(n: int, *, now: datetime, seed: int = 7) -> pl.DataFrame:
             "syntax_valid": syntax_ok,
             "domain_exists": when(syntax_ok, domain_ok),
             "mx_found": when(domain_ok, mx_ok),
-            "smtp_reachable": when(smtp_checked, ~np.isin(reason, [
-                "smtp_timeout", "smtp_unreachable", "smtp_blocked"])),
+            "smtp_reachable": when(
+                smtp_checked, ~np.isin(reason, ["smtp_timeout", "smtp_unreachable", "smtp_blocked"])
+            ),
             "disposable": reason == "disposable",
             "role_based": reason == "role_based",
             "catch_all": when(smtp_checked, reason == "catch_all"),
@@ -86,8 +93,11 @@ def realistic_results(n: int, *, now: datetime, seed: int = 7) -> pl.DataFrame:
         pl.format("first.last{}@company-{}.test", pl.col("i"), pl.col("d")).alias("email"),
         pl.lit(None, pl.String).alias("suggestion"),
         pl.format("mx{}.company-{}.test", pl.col("i") % 2, pl.col("d")).alias("mx_host"),
-        pl.when(pl.col("smtp_code") == 550).then(pl.lit("5.1.1 no such user"))
-        .when(pl.col("smtp_code") == 250).then(pl.lit("2.1.5 OK")).alias("smtp_message"),
+        pl.when(pl.col("smtp_code") == 550)
+        .then(pl.lit("5.1.1 no such user"))
+        .when(pl.col("smtp_code") == 250)
+        .then(pl.lit("2.1.5 OK"))
+        .alias("smtp_message"),
         (pl.lit(now) - pl.duration(seconds=pl.col("age_s"))).alias("verified_at"),
     )
     return frame.select(pl.col(name).cast(dtype) for name, dtype in RESULT_SCHEMA.items())
@@ -97,11 +107,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=2, help="warm run_gate calls")
-    parser.add_argument("--no-warehouse", action="store_true",
-                        help="skip the DuckDB round trip (gate the frame as built)")
+    parser.add_argument(
+        "--no-warehouse",
+        action="store_true",
+        help="skip the DuckDB round trip (gate the frame as built)",
+    )
     args = parser.parse_args()
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     t = time.perf_counter()
     results = realistic_results(args.rows, now=now)
     print(f"rows: {results.height:,}  (built in {time.perf_counter() - t:.2f} s)")
@@ -128,8 +141,10 @@ def main() -> None:
     t = time.perf_counter()
     quality._import_gx()
     import_s = time.perf_counter() - t
-    print(f"import great_expectations: {import_s:.2f} s (bytecode cache {bytecode}"
-          f"{', already imported' if already else ''})")
+    print(
+        f"import great_expectations: {import_s:.2f} s (bytecode cache {bytecode}"
+        f"{', already imported' if already else ''})"
+    )
 
     config = quality.GateConfig(now=now + timedelta(seconds=1))
     t = time.perf_counter()

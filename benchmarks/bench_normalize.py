@@ -48,16 +48,23 @@ def messy_rows(n: int, seed: int = 7) -> pl.DataFrame:
     varied = (
         pl.when(pl.col("person") % 2 == 0)
         .then(addr.str.to_uppercase())
-        .otherwise(pl.concat_str([local.str.to_titlecase(), pl.lit("@"), domain.str.to_uppercase()]))
+        .otherwise(
+            pl.concat_str([local.str.to_titlecase(), pl.lit("@"), domain.str.to_uppercase()])
+        )
     )
     addr = pl.when(pl.col("dup")).then(varied).otherwise(addr)
     s = pl.col("style")
     raw = (
-        pl.when(s < 0.05).then(pl.format("First Last <{}>", addr))
-        .when(s < 0.07).then(pl.format("mailto:{}?subject=Hi", addr))
-        .when(s < 0.10).then(pl.format("\u00a0{} \u200b", addr))
-        .when(s < 0.12).then(pl.format("{},", addr))
-        .when(s < 0.14).then(pl.lit(None, dtype=pl.String))
+        pl.when(s < 0.05)
+        .then(pl.format("First Last <{}>", addr))
+        .when(s < 0.07)
+        .then(pl.format("mailto:{}?subject=Hi", addr))
+        .when(s < 0.10)
+        .then(pl.format("\u00a0{} \u200b", addr))
+        .when(s < 0.12)
+        .then(pl.format("{},", addr))
+        .when(s < 0.14)
+        .then(pl.lit(None, dtype=pl.String))
         .otherwise(addr)
     )
     return df.select(
@@ -84,8 +91,10 @@ def main(argv: list[str] | None = None) -> None:
 
     t0 = time.perf_counter()
     rows = messy_rows(args.rows, args.seed)
-    print(f"generated {rows.height:,} rows in {time.perf_counter() - t0:.2f} s "
-          f"(peak RSS so far {peak_rss_mb():.0f} MB)")
+    print(
+        f"generated {rows.height:,} rows in {time.perf_counter() - t0:.2f} s "
+        f"(peak RSS so far {peak_rss_mb():.0f} MB)"
+    )
 
     t0 = time.perf_counter()
     normalized = normalize(rows)
@@ -102,11 +111,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"normalize          {t_norm:6.2f} s  {n / t_norm:12,.0f} rows/s")
     print(f"dedupe             {t_dedupe:6.2f} s  {n / t_dedupe:12,.0f} rows/s")
     print(f"normalize+dedupe   {total:6.2f} s  {n / total:12,.0f} rows/s")
-    print(f"batches_by_domain  {t_batch:6.2f} s  {unique.height / t_batch:12,.0f} addresses/s "
-          f"-> {len(batches):,} batches of <= {args.batch_size}, "
-          f"{unique['domain'].n_unique():,} domains")
-    print(f"unique addresses {unique.height:,} of {n:,} rows "
-          f"({normalized['__ms_key'].null_count():,} without email)")
+    print(
+        f"batches_by_domain  {t_batch:6.2f} s  {unique.height / t_batch:12,.0f} addresses/s "
+        f"-> {len(batches):,} batches of <= {args.batch_size}, "
+        f"{unique['domain'].n_unique():,} domains"
+    )
+    print(
+        f"unique addresses {unique.height:,} of {n:,} rows "
+        f"({normalized['__ms_key'].null_count():,} without email)"
+    )
 
     if not args.skip_extract:
         with tempfile.TemporaryDirectory() as tmp:
@@ -116,8 +129,10 @@ def main(argv: list[str] | None = None) -> None:
             extracted = read_source(str(path))
             t_read = time.perf_counter() - t0
             size_mb = path.stat().st_size / 2**20
-        print(f"read_source (CSV)  {t_read:6.2f} s  {extracted.height / t_read:12,.0f} rows/s "
-              f"({size_mb:.0f} MB file)")
+        print(
+            f"read_source (CSV)  {t_read:6.2f} s  {extracted.height / t_read:12,.0f} rows/s "
+            f"({size_mb:.0f} MB file)"
+        )
     print(f"peak RSS {peak_rss_mb():.0f} MB")
 
 

@@ -204,6 +204,7 @@ def is_free_provider(domain: str) -> bool:
     return bool(name) and name in _free_providers()
 
 
+@lru_cache(maxsize=4096)
 def _provider_of_host(host: str) -> str | None:
     host = _norm_domain(host)
     if not host:

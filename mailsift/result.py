@@ -49,6 +49,7 @@ REASONS: dict[str, str] = {
     "smtp_disabled": "unknown",
     "api_timeout": "unknown",
     "api_error": "unknown",
+    "not_verified": "unknown",  # export only: a row whose batch failed; the next run verifies it
 }
 
 #: Inclusive lower bound, exclusive upper bound (1.0 inclusive for valid).

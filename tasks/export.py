@@ -59,7 +59,10 @@ def export_by_status(rows: pl.DataFrame, results: pl.DataFrame, out_dir: Path) -
     out_names = {name: f"{prefix}{name}" for name in RESULT_COLUMNS}
 
     joined = rows.select([*originals, KEY]).join(
-        _prepared_results(results), left_on=KEY, right_on=_RESULT_KEY, how="left",
+        _prepared_results(results),
+        left_on=KEY,
+        right_on=_RESULT_KEY,
+        how="left",
         maintain_order="left",
     )
     has_email = pl.col(KEY).is_not_null()

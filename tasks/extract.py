@@ -257,8 +257,13 @@ def read_source(
     if _is_url(source):
         path, content_type = _download(source, max_bytes=max_bytes, timeout=timeout)
         try:
-            raw = _read_path(source, path, hint_name=urlsplit(source).path, content_type=content_type,
-                             max_bytes=max_bytes)
+            raw = _read_path(
+                source,
+                path,
+                hint_name=urlsplit(source).path,
+                content_type=content_type,
+                max_bytes=max_bytes,
+            )
         finally:
             path.unlink(missing_ok=True)
     else:
@@ -311,11 +316,15 @@ def _download(url: str, *, max_bytes: int | None, timeout: float) -> tuple[Path,
     fd, name = tempfile.mkstemp(prefix="mailsift-download-", suffix=suffix)
     path = Path(name)
     try:
-        with os.fdopen(fd, "wb") as out, httpx.Client(
-            follow_redirects=True,
-            timeout=httpx.Timeout(timeout),
-            headers={"User-Agent": "mailsift", "Accept": "*/*"},
-        ) as client, client.stream("GET", url) as response:
+        with (
+            os.fdopen(fd, "wb") as out,
+            httpx.Client(
+                follow_redirects=True,
+                timeout=httpx.Timeout(timeout),
+                headers={"User-Agent": "mailsift", "Accept": "*/*"},
+            ) as client,
+            client.stream("GET", url) as response,
+        ):
             if not response.is_success:
                 raise _fail(url, f"HTTP {response.status_code}")
             size = 0
@@ -380,27 +389,31 @@ def _read_path(
         if head.startswith(magic):
             raise _fail(source, f"looks binary ({kind}), not a {_FORMATS} export")
 
-    encoding = _bom_encoding(head) or charset or _nul_pattern_encoding(head)
+    # A BOM or a UTF-16 NUL pattern is evidence; an HTTP charset is only a hint, used when
+    # the bytes are not UTF-8 (servers often declare ISO-8859-1 for UTF-8 files).
+    encoding = _bom_encoding(head) or _nul_pattern_encoding(head)
     if encoding is None and b"\x00" in head[:_SNIFF_BYTES]:
         raise _fail(source, f"looks binary, not a {_FORMATS} export")
 
     first = _first_text_char(head, encoding)
-    jsonish = ext in ("json", "ndjson", "jsonl") or "json" in ctype
-    if first in ("[", "{") or (jsonish and first is not None):
+    if first in ("[", "{"):
         data = _read_all(source, path)
-        text = _decode(source, data, encoding)
-        return _read_json_text(source, text, ndjson_hint=ext in ("ndjson", "jsonl") or "ndjson" in ctype)
+        text = _decode(source, data, encoding, hint=charset)
+        return _read_json_text(
+            source, text, ndjson_hint=ext in ("ndjson", "jsonl") or "ndjson" in ctype
+        )
     if ext in ("parquet", "pq") or "parquet" in ctype:
         raise _fail(source, "corrupt Parquet file (no PAR1 header)")
 
     # Delimited text. Refuse a huge first line before reading the rest.
     _check_first_line(source, head, size)
     data = _read_all(source, path)
-    text = _decode(source, data, encoding)
-    utf8_input = encoding in (None, "utf-8", "utf-8-sig") and _is_utf8(data)
-    return _read_delimited(
-        source, text, data if utf8_input else None, tab_hint=ext == "tsv" or "tab-separated" in ctype
-    )
+    if encoding in (None, "utf-8", "utf-8-sig") and _is_utf8(data):
+        payload = data  # polars reads UTF-8 (with or without BOM) as is: no copy
+    else:
+        payload = _decode(source, data, encoding, hint=charset).encode("utf-8")
+    del data
+    return _read_delimited(source, payload, tab_hint=ext == "tsv" or "tab-separated" in ctype)
 
 
 def _read_all(source: str, path: Path) -> bytes:
@@ -466,15 +479,21 @@ def _check_first_line(source: str, head: bytes, size: int) -> None:
 
 
 def _is_utf8(data: bytes) -> bool:
+    """Validate in slices, so a large file is never held as text as well."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    step = 1 << 22
     try:
-        data.decode("utf-8")
+        for start in range(0, len(data), step):
+            decoder.decode(data[start : start + step])
+        decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         return False
     return True
 
 
-def _decode(source: str, data: bytes, encoding: str | None) -> str:
-    """Bytes -> text: a known encoding (BOM, HTTP charset), UTF-8, or a detected one."""
+def _decode(source: str, data: bytes, encoding: str | None, *, hint: str | None = None) -> str:
+    """Bytes -> text: the encoding a BOM showed, else UTF-8, else the HTTP charset
+    ``hint``, else one detected by charset-normalizer."""
     if encoding is not None:
         try:
             return data.decode(encoding)
@@ -485,6 +504,11 @@ def _decode(source: str, data: bytes, encoding: str | None) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         bad_at = exc.start
+    if hint is not None and hint not in ("utf-8", "utf-8-sig"):
+        try:
+            return data.decode(hint)
+        except (UnicodeDecodeError, LookupError):
+            pass
     detected = _detect_encoding(data, bad_at)
     if detected is None:
         raise _fail(source, f"looks binary, not a {_FORMATS} export")
@@ -522,21 +546,26 @@ def _detect_encoding(data: bytes, bad_at: int) -> str | None:
 # --------------------------------------------------------------------------- delimited
 
 
-def _read_delimited(source: str, text: str, utf8_data: bytes | None, *, tab_hint: bool) -> pl.DataFrame:
-    text = text.removeprefix("\ufeff")
-    if not text.strip():
+def _read_delimited(source: str, payload: bytes, *, tab_hint: bool) -> pl.DataFrame:
+    """Delimited text (``payload`` is UTF-8) -> frame of strings under the header's names."""
+    head = payload[:_SNIFF_BYTES]
+    if b"\n" not in head and b"\r" in head:
+        payload = payload.replace(b"\r", b"\n")  # classic Mac line ends
+        head = payload[:_SNIFF_BYTES]
+    sample = head.decode("utf-8", errors="ignore").removeprefix("\ufeff")
+    if not sample.strip():
         raise _fail(source, "empty file")
-    if "\n" not in text[:_SNIFF_BYTES] and "\r" in text[:_SNIFF_BYTES]:
-        text = text.replace("\r", "\n")  # classic Mac line ends
-        utf8_data = None
-    control = sum(1 for ch in text[:4096] if ch < " " and ch not in "\t\r\n\f\v")
-    if control > 0.01 * min(len(text), 4096) + 2:
+    control = sum(1 for ch in sample[:4096] if ch < " " and ch not in "\t\r\n\f\v")
+    if control > 0.01 * min(len(sample), 4096) + 2:
         raise _fail(source, f"looks binary, not a {_FORMATS} export")
-
-    sample = text[:_SNIFF_BYTES]
-    if len(text) > _SNIFF_BYTES and "\n" in sample:
+    if len(payload) > _SNIFF_BYTES and "\n" in sample:
         sample = sample[: sample.rfind("\n") + 1]  # the last line may be cut
-    delimiter = _sniff_delimiter(sample, tab_hint=tab_hint)
+
+    skip = 0
+    excel_hint = re.match(r"sep=(.)\r?\n", sample)  # Excel's "sep=;" first line
+    if excel_hint:
+        skip, sample = 1, sample[excel_hint.end() :]
+    delimiter = excel_hint.group(1) if excel_hint else _sniff_delimiter(sample, tab_hint=tab_hint)
     try:
         header = next(csv.reader(io.StringIO(sample), delimiter=delimiter, quotechar='"'), [])
     except csv.Error as exc:
@@ -546,14 +575,16 @@ def _read_delimited(source: str, text: str, utf8_data: bytes | None, *, tab_hint
 
     headerless = any(_LOOKS_LIKE_EMAIL_RE.match(cell) for cell in header)
     if headerless:
-        names = ["email"] if len(header) == 1 else [f"column_{i}" for i in range(1, len(header) + 1)]
+        names = (
+            ["email"] if len(header) == 1 else [f"column_{i}" for i in range(1, len(header) + 1)]
+        )
     else:
         names = _dedupe_names(header)
     separator = delimiter if len(header) > 1 else "\x1f"
-    payload = utf8_data if utf8_data is not None else text.encode("utf-8")
     try:
         df = pl.read_csv(
-            io.BytesIO(payload),
+            payload,
+            skip_rows=skip,
             separator=separator,
             quote_char='"',
             has_header=not headerless,
@@ -582,11 +613,17 @@ def _sniff_delimiter(sample: str, *, tab_hint: bool) -> str:
         guess = csv.Sniffer().sniff(sample[:16384], delimiters="".join(_DELIMITERS)).delimiter
     except csv.Error:
         guess = None
-    order = [d for d in ([guess] if guess else []) + (["\t"] if tab_hint else []) + list(_DELIMITERS)]
+    order = [
+        d for d in ([guess] if guess else []) + (["\t"] if tab_hint else []) + list(_DELIMITERS)
+    ]
     best, best_score = ",", (-1.0, 0)
     for delimiter in dict.fromkeys(order):
         try:
-            rows = [r for _, r in zip(range(200), csv.reader(io.StringIO(sample), delimiter=delimiter)) if r]
+            rows = [
+                r
+                for _, r in zip(range(200), csv.reader(io.StringIO(sample), delimiter=delimiter))
+                if r
+            ]
         except csv.Error:
             continue
         if not rows or len(rows[0]) < 2:
@@ -635,12 +672,14 @@ def _read_json_text(source: str, text: str, *, ndjson_hint: bool) -> pl.DataFram
         records = json.loads(text)
     except json.JSONDecodeError as exc:
         if not (exc.msg == "Extra data" or ndjson_hint):
-            raise _fail(source, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+            raise _fail(
+                source, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+            ) from None
         records = _parse_ndjson(source, text)
     if isinstance(records, dict):
         records = _records_in_object(source, records)
     if not isinstance(records, list):
-        raise _fail(source, "JSON holds no list of records (expected [...] or {\"data\": [...]})")
+        raise _fail(source, 'JSON holds no list of records (expected [...] or {"data": [...]})')
     if not records:
         raise _fail(source, "empty file (no records)")
     if all(isinstance(r, str) or r is None for r in records):
@@ -664,7 +703,9 @@ def _parse_ndjson(source: str, text: str) -> list[Any]:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            raise _fail(source, f"invalid NDJSON at line {lineno} column {exc.colno}: {exc.msg}") from None
+            raise _fail(
+                source, f"invalid NDJSON at line {lineno} column {exc.colno}: {exc.msg}"
+            ) from None
     return records
 
 
@@ -678,7 +719,9 @@ def _records_in_object(source: str, obj: dict[str, Any]) -> Any:
     if obj and all(not isinstance(v, (dict, list)) for v in obj.values()):
         return [obj]  # a single record
     keys = ", ".join(list(obj)[:10])
-    raise _fail(source, f"JSON object has no list of records under data/results/contacts (keys: {keys})")
+    raise _fail(
+        source, f"JSON object has no list of records under data/results/contacts (keys: {keys})"
+    )
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, str | None]:
@@ -717,7 +760,9 @@ def _read_zip(source: str, path: Path, ext: str) -> pl.DataFrame:
         raise _fail(source, f"corrupt {kind} file ({_first_line(exc)})") from None
     if "xl/workbook.xml" in names or "xl/workbook.bin" in names:
         return _read_excel(source, path, "XLSX")
-    raise _fail(source, f"a ZIP archive, not an XLSX workbook; unzip it and give the {_FORMATS} inside")
+    raise _fail(
+        source, f"a ZIP archive, not an XLSX workbook; unzip it and give the {_FORMATS} inside"
+    )
 
 
 def _read_excel(source: str, path: Path, kind: str) -> pl.DataFrame:
@@ -766,7 +811,9 @@ def _read_parquet(source: str, path: Path) -> pl.DataFrame:
                 columns.append(column.cast(pl.String, strict=False))
         return pl.DataFrame(columns)
     except Exception as exc:  # noqa: BLE001 - any conversion failure means unreadable
-        raise _fail(source, f"cannot convert Parquet columns to text ({_first_line(exc)})") from None
+        raise _fail(
+            source, f"cannot convert Parquet columns to text ({_first_line(exc)})"
+        ) from None
 
 
 # --------------------------------------------------------------------------- columns
@@ -812,7 +859,9 @@ def _find_email_column(source: str, df: pl.DataFrame, requested: str | None) -> 
             return folded[0], "given"
         raise _fail(source, f"no column named {requested!r}; columns: {_list_columns(columns)}")
     ranked = sorted(
-        (rank, i, c) for i, c in enumerate(columns) if (rank := _header_rank(c, _EMAIL_HEADERS)) is not None
+        (rank, i, c)
+        for i, c in enumerate(columns)
+        if (rank := _header_rank(c, _EMAIL_HEADERS)) is not None
     )
     scores = _email_scores(df, columns)
     if ranked:
@@ -841,7 +890,11 @@ def _find_record_id_column(df: pl.DataFrame, email: str) -> str | None:
 
 def _list_columns(columns: Sequence[str], limit: int = 30) -> str:
     shown = ", ".join(_one_line(c, 40) or "''" for c in columns[:limit])
-    return shown + (f", ... ({len(columns)} in all)" if len(columns) > limit else "") if columns else "(none)"
+    return (
+        shown + (f", ... ({len(columns)} in all)" if len(columns) > limit else "")
+        if columns
+        else "(none)"
+    )
 
 
 def _finish(source: str, raw: pl.DataFrame, email_column: str | None) -> pl.DataFrame:
@@ -852,7 +905,10 @@ def _finish(source: str, raw: pl.DataFrame, email_column: str | None) -> pl.Data
     record_id = _find_record_id_column(raw, email)
     log.info(
         "%s: email column %r (by %s), record id column %r",
-        display_source(source), email, how, record_id,
+        display_source(source),
+        email,
+        how,
+        record_id,
     )
 
     def cleaned(name: str) -> pl.Expr:
@@ -860,17 +916,16 @@ def _finish(source: str, raw: pl.DataFrame, email_column: str | None) -> pl.Data
         return pl.when(value.str.len_bytes() > 0).then(value).otherwise(None)
 
     originals = raw.columns
-    blank = pl.all_horizontal([pl.col(c).is_null() | (pl.col(c).str.strip_chars() == "") for c in originals])
-    email_raw = pl.col(email)
-    return (
-        raw.with_columns(
-            pl.lit(display_source(source), dtype=pl.String).alias(SOURCE),
-            pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW),
-            (cleaned(record_id) if record_id else pl.lit(None, dtype=pl.String)).alias(RECORD_ID),
-            pl.when(email_raw.str.strip_chars().str.len_bytes() > 0)
-            .then(email_raw)
-            .otherwise(None)
-            .alias(EMAIL_RAW),
-        )
-        .filter(~blank)
+    blank = pl.all_horizontal(
+        [pl.col(c).is_null() | (pl.col(c).str.strip_chars() == "") for c in originals]
     )
+    email_raw = pl.col(email)
+    return raw.with_columns(
+        pl.lit(display_source(source), dtype=pl.String).alias(SOURCE),
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW),
+        (cleaned(record_id) if record_id else pl.lit(None, dtype=pl.String)).alias(RECORD_ID),
+        pl.when(email_raw.str.strip_chars().str.len_bytes() > 0)
+        .then(email_raw)
+        .otherwise(None)
+        .alias(EMAIL_RAW),
+    ).filter(~blank)

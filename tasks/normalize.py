@@ -83,7 +83,32 @@ def normalize(df: pl.DataFrame) -> pl.DataFrame:
     key = email.str.to_lowercase().alias(KEY)
     domain = key.str.extract(r"@([^@]*)$", 1)
     domain = pl.select(pl.when(domain.str.len_bytes() > 0).then(domain)).to_series()
-    return df.with_columns(email.alias(EMAIL), key, domain.alias(DOMAIN))
+    key, domain = _a_label_domains(key, domain)
+    return df.with_columns(email.alias(EMAIL), key.alias(KEY), domain.alias(DOMAIN))
+
+
+def _a_label_domains(key: pl.Series, domain: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """IDNA-encode internationalized domains in the key (``bücher.de`` -> ``xn--bcher-kva.de``),
+    as the engine stores them; once per distinct domain, not per row."""
+    unicode_domains = domain.filter(domain.str.contains(_NON_ASCII).fill_null(False)).unique()
+    if unicode_domains.len() == 0:
+        return key, domain
+    mapping = {d: _a_label(d) for d in unicode_domains.to_list()}
+    domain = domain.replace(mapping)
+    local = key.str.replace(r"@[^@]*$", "")
+    key = pl.select(
+        pl.when(domain.is_not_null()).then(pl.concat_str([local, pl.lit("@"), domain])).otherwise(key)
+    ).to_series()
+    return key, domain
+
+
+def _a_label(domain: str) -> str:
+    import idna
+
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return domain  # not a valid IDN: the engine will say invalid/syntax
 
 
 def _clean(values: pl.Series) -> pl.Series:
@@ -94,12 +119,14 @@ def _clean(values: pl.Series) -> pl.Series:
     if non_ascii.any():
         at = non_ascii.arg_true()
         s = s.scatter(at, s.gather(at).str.normalize("NFC"))
-    local = s.str.extract(r"^(.*)@[^@]*$", 1)
-    domain = s.str.extract(r"@([^@]*)$", 1).str.to_lowercase()
+    domain = s.str.extract(r"@([^@]*)$", 1).str.to_lowercase()  # null when there is no '@'
+    local = s.str.replace(r"@[^@]*$", "")
     frame = pl.DataFrame({"s": s, "local": local, "domain": domain})
-    email = pl.when(pl.col("local").is_not_null()).then(
-        pl.concat_str([pl.col("local"), pl.lit("@"), pl.col("domain")])
-    ).otherwise(pl.col("s"))
+    email = (
+        pl.when(pl.col("domain").is_not_null())
+        .then(pl.concat_str([pl.col("local"), pl.lit("@"), pl.col("domain")]))
+        .otherwise(pl.col("s"))
+    )
     return frame.select(pl.when(email.str.len_bytes() > 0).then(email).alias(EMAIL)).to_series()
 
 
@@ -141,30 +168,34 @@ def batches_by_domain(unique: pl.DataFrame, batch_size: int = 500) -> list[list[
     A domain with ``n`` addresses lands in exactly ``ceil(n / batch_size)`` batches (so
     one SMTP connection per batch and domain is the minimum): full batches of a large
     domain first, then its remainder and the small domains are packed together,
-    best-fit decreasing. Within a batch, addresses are grouped by domain and sorted.
-    Every address appears exactly once. Addresses without a domain are packed as one
+    best-fit decreasing. Within a batch, addresses are grouped by domain, in the order of
+    ``unique`` (which :func:`dedupe` sorts); an unsorted frame is grouped first. Every
+    row of ``unique`` appears exactly once. Addresses without a domain are packed as one
     more "domain".
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     if unique.height == 0:
         return []
-    groups = (
-        unique.lazy()
-        .select("email", "domain")
-        .unique("email", keep="first")
-        .sort(["domain", "email"], nulls_last=True)
-        .group_by("domain", maintain_order=True)
-        .agg(pl.col("email"))
-        .collect()
-    )
+    emails, domains = unique.get_column("email"), unique.get_column("domain")
+    runs = domains.rle()
+    if runs.len() != domains.n_unique():  # a domain in several places: group them (stable)
+        grouped = unique.select("email", "domain").sort(
+            "domain", nulls_last=True, maintain_order=True
+        )
+        emails, domains = grouped.get_column("email"), grouped.get_column("domain")
+        runs = domains.rle()
+    all_emails: list[str] = emails.to_list()
     batches: list[list[str]] = []
     pieces: list[tuple[str | None, list[str]]] = []  # (domain, < batch_size addresses)
-    for domain, emails in groups.iter_rows():
-        full = len(emails) - len(emails) % batch_size
-        batches.extend(emails[i : i + batch_size] for i in range(0, full, batch_size))
-        if full < len(emails):
-            pieces.append((domain, emails[full:]))
+    start = 0
+    for length, domain in runs.struct.unnest().iter_rows():
+        group = all_emails[start : start + length]
+        start += length
+        full = length - length % batch_size
+        batches.extend(group[i : i + batch_size] for i in range(0, full, batch_size))
+        if full < length:
+            pieces.append((domain, group[full:]))
     batches.extend(_best_fit_decreasing(pieces, batch_size))
     return batches
 
@@ -188,6 +219,10 @@ def _best_fit_decreasing(
         if room > 0:
             bisect.insort(free, (room, index))
     return [
-        [email for _, emails in sorted(b, key=lambda p: (p[0] is None, p[0] or "")) for email in emails]
+        [
+            email
+            for _, emails in sorted(b, key=lambda p: (p[0] is None, p[0] or ""))
+            for email in emails
+        ]
         for b in bins
     ]

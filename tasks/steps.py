@@ -81,7 +81,8 @@ def _retryable(task: Any, task_run: Any, state: Any) -> bool:
 def verify_batch(emails: list[str], overrides: dict[str, Any]) -> list[dict[str, Any]]:
     """Verify one batch (a few domains' addresses) concurrently through the engine."""
     results = verify_batch_sync(emails, overrides)
-    return [r.to_row() for r in results]
+    # stored under the key that was sent, so the warehouse joins back to the source rows
+    return [{**r.to_row(), "email": email} for email, r in zip(emails, results, strict=True)]
 
 
 @task(name="export", cache_policy=NO_CACHE)

@@ -28,5 +28,16 @@ def prefect_harness():
     """Prefect's test harness: a temporary database and API for the session."""
     from prefect.testing.utilities import prefect_test_harness
 
+    import prefect.settings
+
     with prefect_test_harness(server_startup_timeout=120):
-        yield
+        yield prefect.settings.PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def cli_env(prefect_harness, tmp_path):
+    """Environment for ``mailsift`` subprocesses: talk to the harness's Prefect API
+    (no ephemeral server per command), a private PREFECT_HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSIFT_")}
+    env.update(PREFECT_API_URL=prefect_harness, PREFECT_HOME=str(tmp_path / "prefect-home"))
+    return env

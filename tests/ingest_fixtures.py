@@ -54,7 +54,7 @@ class HttpServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 requests.append((self.path, dict(self.headers)))
                 route = routes.get(path, Route(status=404, body=b"not found"))
@@ -87,8 +87,15 @@ class HttpServer:
     def url(self, path: str) -> str:
         return f"{self.base}{path}"
 
-    def add(self, path: str, body: bytes | str = b"", *, status: int = 200,
-            headers: dict[str, str] | None = None, delay: float = 0.0) -> str:
+    def add(
+        self,
+        path: str,
+        body: bytes | str = b"",
+        *,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        delay: float = 0.0,
+    ) -> str:
         data = body.encode("utf-8") if isinstance(body, str) else body
         self.routes[path] = Route(status=status, body=data, headers=headers or {}, delay=delay)
         return self.url(path)

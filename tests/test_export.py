@@ -14,7 +14,7 @@ from tasks.export import NOT_VERIFIED, OUTPUT_FILES, RESULT_COLUMNS, export_by_s
 from tasks.extract import read_sources
 from tasks.normalize import dedupe, normalize
 
-VERIFIED_AT = dt.datetime(2025, 3, 4, 5, 6, 7, 891011, tzinfo=dt.timezone.utc)
+VERIFIED_AT = dt.datetime(2025, 3, 4, 5, 6, 7, 891011, tzinfo=dt.UTC)
 
 
 def results_for(unique: pl.DataFrame, statuses: dict[str, tuple[str, float, str]]) -> pl.DataFrame:
@@ -43,7 +43,9 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 def test_export_keeps_original_columns_and_every_row(tmp_path: Path) -> None:
     write_bytes(tmp_path / "crm.csv", MESSY_CRM_CSV)
-    write_bytes(tmp_path / "more.csv", "Email;Company\nbob@ACME.test;Acme\nlost@nowhere.test;X\n;Nobody\n")
+    write_bytes(
+        tmp_path / "more.csv", "Email;Company\nbob@ACME.test;Acme\nlost@nowhere.test;X\n;Nobody\n"
+    )
     rows = normalize(read_sources([str(tmp_path / "crm.csv"), str(tmp_path / "more.csv")]))
     unique = dedupe(rows)
     results = results_for(
@@ -103,11 +105,15 @@ def test_empty_statuses_still_get_header_only_files(tmp_path: Path) -> None:
 
 
 def test_address_without_result_is_unknown_not_lost(tmp_path: Path) -> None:
-    rows = normalize(read_sources([str(write_bytes(tmp_path / "c.csv", "email\na@x.test\nb@x.test\n"))]))
+    rows = normalize(
+        read_sources([str(write_bytes(tmp_path / "c.csv", "email\na@x.test\nb@x.test\n"))])
+    )
     results = results_for(dedupe(rows), {}).filter(pl.col("email") == "a@x.test")
     paths = export_by_status(rows, results, tmp_path / "out")
     _, unknown = read_csv(paths["unknown"])
-    assert [(r["email"], r["status"], r["reason"]) for r in unknown] == [("b@x.test", "unknown", NOT_VERIFIED)]
+    assert [(r["email"], r["status"], r["reason"]) for r in unknown] == [
+        ("b@x.test", "unknown", NOT_VERIFIED)
+    ]
 
 
 def test_results_keyed_by_key_column_and_naive_timestamps(tmp_path: Path) -> None:
@@ -134,7 +140,9 @@ def test_rerun_replaces_files_and_leaves_no_temp_files(tmp_path: Path) -> None:
     rows = normalize(read_sources([str(write_bytes(tmp_path / "c.csv", "email\na@x.test\n"))]))
     unique = dedupe(rows)
     export_by_status(rows, results_for(unique, {}), out)
-    paths = export_by_status(rows, results_for(unique, {"a@x.test": ("invalid", 0.1, "syntax")}), out)
+    paths = export_by_status(
+        rows, results_for(unique, {"a@x.test": ("invalid", 0.1, "syntax")}), out
+    )
     assert read_csv(paths["valid"])[1] == []
     assert len(read_csv(paths["invalid"])[1]) == 1
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.csv" for n in OUTPUT_FILES)
@@ -151,8 +159,10 @@ def test_failed_export_leaves_no_half_or_temp_file(tmp_path: Path) -> None:
     leftovers = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
     text = (out / "valid.csv").read_text()
-    assert text in ("previous complete file\n", f"email,{','.join(RESULT_COLUMNS)}\na@x.test,valid,"
-                    "0.95,accepted,,2025-03-04T05:06:07Z\n")
+    complete = (
+        f"email,{','.join(RESULT_COLUMNS)}\na@x.test,valid,0.95,accepted,,2025-03-04T05:06:07Z\n"
+    )
+    assert text in ("previous complete file\n", complete)
 
 
 def test_results_without_status_column_is_a_programming_error(tmp_path: Path) -> None:

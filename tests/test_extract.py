@@ -93,7 +93,9 @@ def test_cp1252_file_is_detected_and_decoded(tmp_path: Path) -> None:
 
 
 def test_short_cp1252_file_with_one_accent(tmp_path: Path) -> None:
-    path = write_bytes(tmp_path / "one.csv", "email,name\nemilie@x.test,Émilie\n", encoding="cp1252")
+    path = write_bytes(
+        tmp_path / "one.csv", "email,name\nemilie@x.test,Émilie\n", encoding="cp1252"
+    )
     assert read_source(str(path))["name"].to_list() == ["Émilie"]
 
 
@@ -121,6 +123,18 @@ def test_delimiters_are_sniffed(tmp_path: Path, name: str, delimiter: str) -> No
     assert originals(df) == lines
     assert df[EMAIL_RAW].to_list() == ["a@x.test", "b@y.test"]
     assert df["notes"].to_list() == ["x", "multi\nline"]
+
+
+def test_excel_sep_line(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path / "excel.csv", "\ufeffsep=;\r\nName;Email\r\nJane;jane@x.test\r\n")
+    df = read_source(str(path))
+    assert originals(df) == ["Name", "Email"]
+    assert df[EMAIL_RAW].to_list() == ["jane@x.test"]
+
+
+def test_classic_mac_line_ends(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path / "mac.csv", "email,name\ra@x.test,A\rb@x.test,B\r")
+    assert read_source(str(path))[EMAIL_RAW].to_list() == ["a@x.test", "b@x.test"]
 
 
 def test_headerless_list_of_addresses(tmp_path: Path) -> None:
@@ -172,6 +186,18 @@ def test_xlsx_with_a_lying_extension(tmp_path: Path) -> None:
     assert read_source(str(path))[EMAIL_RAW].to_list() == ["a@x.test"]
 
 
+def test_parquet_and_json_with_a_lying_extension(tmp_path: Path) -> None:
+    pl.DataFrame({"email": ["p@x.test"]}).write_parquet(tmp_path / "p.csv")
+    write_bytes(tmp_path / "j.csv", '[{"email": "j@x.test"}]')
+    df = read_sources([str(tmp_path / "p.csv"), str(tmp_path / "j.csv")])
+    assert df[EMAIL_RAW].to_list() == ["p@x.test", "j@x.test"]
+
+
+def test_csv_with_a_lying_json_extension(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path / "export.json", "email;name\na@x.test;A\n")
+    assert read_source(str(path))[EMAIL_RAW].to_list() == ["a@x.test"]
+
+
 def test_csv_with_a_lying_xlsx_extension(tmp_path: Path) -> None:
     path = write_bytes(tmp_path / "actually-text.xlsx", "email\na@x.test\n")
     assert read_source(str(path))[EMAIL_RAW].to_list() == ["a@x.test"]
@@ -182,8 +208,18 @@ def test_csv_with_a_lying_xlsx_extension(tmp_path: Path) -> None:
     [
         [{"id": 1, "email": "a@x.test"}, {"id": 2, "email": "b@x.test", "extra": True}],
         {"data": [{"id": 1, "email": "a@x.test"}, {"id": 2, "email": "b@x.test", "extra": True}]},
-        {"contacts": [{"id": 1, "email": "a@x.test"}, {"id": 2, "email": "b@x.test", "extra": True}]},
-        {"results": [{"id": 1, "email": "a@x.test"}, {"id": 2, "email": "b@x.test", "extra": True}]},
+        {
+            "contacts": [
+                {"id": 1, "email": "a@x.test"},
+                {"id": 2, "email": "b@x.test", "extra": True},
+            ]
+        },
+        {
+            "results": [
+                {"id": 1, "email": "a@x.test"},
+                {"id": 2, "email": "b@x.test", "extra": True},
+            ]
+        },
     ],
     ids=["array", "data", "contacts", "results"],
 )
@@ -237,8 +273,20 @@ def test_parquet_with_typed_and_nested_columns(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "header",
-    ["email", "EMAIL", "E-mail", "Email Address", "email_address", "E-Mail Address", "Work Email",
-     "Primary Email", "Contact Email", "Mail", "emailAddress", " Email "],
+    [
+        "email",
+        "EMAIL",
+        "E-mail",
+        "Email Address",
+        "email_address",
+        "E-Mail Address",
+        "Work Email",
+        "Primary Email",
+        "Contact Email",
+        "Mail",
+        "emailAddress",
+        " Email ",
+    ],
 )
 def test_email_header_variants(tmp_path: Path, header: str) -> None:
     body = f"name,{header},phone\nJane,jane@x.test,123\n"
@@ -253,7 +301,13 @@ def test_exact_email_header_preferred_over_other_email_headers(tmp_path: Path) -
 
 
 def test_email_column_found_by_content(tmp_path: Path) -> None:
-    rows = ["name,who,notes", "Jane,jane@x.test,hi", "Bob,BOB@Y.TEST,write to x@y.test", "Ann,,", "Al,n/a,"]
+    rows = [
+        "name,who,notes",
+        "Jane,jane@x.test,hi",
+        "Bob,BOB@Y.TEST,write to x@y.test",
+        "Ann,,",
+        "Al,n/a,",
+    ]
     df = read_source(str(write_bytes(tmp_path / "c.csv", "\n".join(rows) + "\n")))
     assert df[EMAIL_RAW].to_list() == ["jane@x.test", "BOB@Y.TEST", None, "n/a"]
 
@@ -270,7 +324,16 @@ def test_email_column_override(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "header",
-    ["Record ID", "id", "Contact ID", "HubSpot ID", "Salesforce ID", "Lead Id", "customer_id", "ID"],
+    [
+        "Record ID",
+        "id",
+        "Contact ID",
+        "HubSpot ID",
+        "Salesforce ID",
+        "Lead Id",
+        "customer_id",
+        "ID",
+    ],
 )
 def test_record_id_header_variants(tmp_path: Path, header: str) -> None:
     body = f"name,email,{header}\nJane,jane@x.test, 42 \nBob,bob@x.test,\n"
@@ -350,8 +413,10 @@ BAD_FILES: dict[str, tuple[bytes, str]] = {
     "noise.csv": (bytes((i * 7919 + 13) % 256 for i in range(20000)), "looks binary"),
     "random.bin": (os.urandom(8192), "looks binary"),
     "archive.csv.gz": (b"\x1f\x8b\x08\x00" + os.urandom(200), "gzip"),
-    "no-email.csv": (b"name,phone,city\nJane,123,Paris\nBob,456,Rome\n",
-                     "no email column found; columns: name, phone, city; use --email-column"),
+    "no-email.csv": (
+        b"name,phone,city\nJane,123,Paris\nBob,456,Rome\n",
+        "no email column found; columns: name, phone, city; use --email-column",
+    ),
     "broken.xlsx": (b"PK\x03\x04" + os.urandom(2000), "corrupt XLSX"),
     "broken.parquet": (b"PAR1" + os.urandom(2000), "corrupt Parquet"),
     "fake.parquet": (b"email\na@x.test\n", "corrupt Parquet"),
@@ -452,7 +517,15 @@ def test_url_format_from_content_type(http_server: HttpServer) -> None:
 
 def test_url_charset_from_content_type(http_server: HttpServer) -> None:
     body = "email,name\nz@x.test,Zoë\n".encode("cp1252")
-    url = http_server.add("/legacy", body, headers={"Content-Type": "text/csv; charset=windows-1252"})
+    url = http_server.add(
+        "/legacy", body, headers={"Content-Type": "text/csv; charset=windows-1252"}
+    )
+    assert read_source(url)["name"].to_list() == ["Zoë"]
+
+
+def test_url_wrong_charset_header_on_utf8_body(http_server: HttpServer) -> None:
+    body = "email,name\nz@x.test,Zoë\n".encode()
+    url = http_server.add("/utf8", body, headers={"Content-Type": "text/csv; charset=ISO-8859-1"})
     assert read_source(url)["name"].to_list() == ["Zoë"]
 
 
@@ -497,7 +570,9 @@ def test_url_connection_refused() -> None:
 
 
 def test_url_bad_content(http_server: HttpServer) -> None:
-    url = http_server.add("/logo.png", b"\x89PNG\r\n\x1a\n" + bytes(64), headers={"Content-Type": "image/png"})
+    url = http_server.add(
+        "/logo.png", b"\x89PNG\r\n\x1a\n" + bytes(64), headers={"Content-Type": "image/png"}
+    )
     with pytest.raises(InputError) as exc:
         read_source(url)
     assert_input_error(exc, url, "looks binary")

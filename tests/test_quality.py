@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -56,7 +56,7 @@ def _gx_imported_once():
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def good_results(n_groups: int = 4, *, now: datetime | None = None) -> list[VerificationResult]:
@@ -69,35 +69,89 @@ def good_results(n_groups: int = 4, *, now: datetime | None = None) -> list[Veri
         at = now - timedelta(hours=1 + g * 24 * 7)  # up to 3 weeks old
         checked = Checks(True, True, True, True, False, False, False, False)
         rows += [
-            VerificationResult(f"jane.{g}@acme.test", "valid", 0.97, "accepted", checked,
-                               provider="other", mx_host="mx.acme.test", smtp_code=250,
-                               smtp_message="2.1.5 OK", verified_at=at),
-            VerificationResult(f"bob.{g}@gmail.test", "valid", 1.0, "accepted",
-                               Checks(True, True, True, True, False, False, False, True),
-                               provider="google", verified_at=at),
-            VerificationResult(f"ann.{g}@acme.test", "valid", 0.7, "accepted", checked,
-                               verified_at=at),
-            VerificationResult(f"gone.{g}@acme.test", "invalid", 0.05, "mailbox_not_found",
-                               Checks(True, True, True, True, False, False, False, False),
-                               smtp_code=550, smtp_message="5.1.1 no such user",
-                               verified_at=at),
-            VerificationResult(f"bad..{g}@acme.test", "invalid", 0.0, "syntax",
-                               Checks(syntax_valid=False), verified_at=at),
-            VerificationResult(f"temp.{g}@mailinator.test", "invalid", 0.1, "disposable",
-                               Checks(True, True, True, None, True, False, None, False),
-                               verified_at=at),
-            VerificationResult(f"x.{g}@nowhere.test", "invalid", 0.02, "nxdomain",
-                               Checks(True, False, False, None, False, False, None, False),
-                               verified_at=at),
-            VerificationResult(f"info.{g}@acme.test", "risky", 0.3, "role_based",
-                               Checks(True, True, True, True, False, True, False, False),
-                               verified_at=at),
-            VerificationResult(f"any.{g}@catchall.test", "risky", 0.5, "catch_all",
-                               Checks(True, True, True, True, False, False, True, False),
-                               verified_at=at),
-            VerificationResult(f"slow.{g}@grey.test", "unknown", 0.5, "greylisted",
-                               Checks(True, True, True, True, False, False, None, False),
-                               smtp_code=450, verified_at=at),
+            VerificationResult(
+                f"jane.{g}@acme.test",
+                "valid",
+                0.97,
+                "accepted",
+                checked,
+                provider="other",
+                mx_host="mx.acme.test",
+                smtp_code=250,
+                smtp_message="2.1.5 OK",
+                verified_at=at,
+            ),
+            VerificationResult(
+                f"bob.{g}@gmail.test",
+                "valid",
+                1.0,
+                "accepted",
+                Checks(True, True, True, True, False, False, False, True),
+                provider="google",
+                verified_at=at,
+            ),
+            VerificationResult(
+                f"ann.{g}@acme.test", "valid", 0.7, "accepted", checked, verified_at=at
+            ),
+            VerificationResult(
+                f"gone.{g}@acme.test",
+                "invalid",
+                0.05,
+                "mailbox_not_found",
+                Checks(True, True, True, True, False, False, False, False),
+                smtp_code=550,
+                smtp_message="5.1.1 no such user",
+                verified_at=at,
+            ),
+            VerificationResult(
+                f"bad..{g}@acme.test",
+                "invalid",
+                0.0,
+                "syntax",
+                Checks(syntax_valid=False),
+                verified_at=at,
+            ),
+            VerificationResult(
+                f"temp.{g}@mailinator.test",
+                "invalid",
+                0.1,
+                "disposable",
+                Checks(True, True, True, None, True, False, None, False),
+                verified_at=at,
+            ),
+            VerificationResult(
+                f"x.{g}@nowhere.test",
+                "invalid",
+                0.02,
+                "nxdomain",
+                Checks(True, False, False, None, False, False, None, False),
+                verified_at=at,
+            ),
+            VerificationResult(
+                f"info.{g}@acme.test",
+                "risky",
+                0.3,
+                "role_based",
+                Checks(True, True, True, True, False, True, False, False),
+                verified_at=at,
+            ),
+            VerificationResult(
+                f"any.{g}@catchall.test",
+                "risky",
+                0.5,
+                "catch_all",
+                Checks(True, True, True, True, False, False, True, False),
+                verified_at=at,
+            ),
+            VerificationResult(
+                f"slow.{g}@grey.test",
+                "unknown",
+                0.5,
+                "greylisted",
+                Checks(True, True, True, True, False, False, None, False),
+                smtp_code=450,
+                verified_at=at,
+            ),
         ]
     return rows
 
@@ -178,9 +232,14 @@ def test_good_data_from_a_run_file_passes(tmp_path):
 def test_a_dirty_list_of_mostly_invalid_addresses_passes(tmp_path):
     now = _now()
     dirty = [
-        VerificationResult(f"nobody{i}@acme.test", "invalid", 0.05, "mailbox_not_found",
-                           Checks(True, True, True, True, False, False, False, False),
-                           verified_at=now - timedelta(minutes=5))
+        VerificationResult(
+            f"nobody{i}@acme.test",
+            "invalid",
+            0.05,
+            "mailbox_not_found",
+            Checks(True, True, True, True, False, False, False, False),
+            verified_at=now - timedelta(minutes=5),
+        )
         for i in range(90)
     ] + good_results(1, now=now)
     report = run_gate(through_warehouse(tmp_path, frame_of(dirty)))
@@ -212,12 +271,15 @@ def test_email_not_null(tmp_path):
 
 def test_email_unique(tmp_path):
     frame = frame_of(good_results())
-    twice = frame["email"][0]
-    frame = set_cells(frame, [15], email=twice)
+    first, second = frame["email"][10], frame["email"][0]
+    frame = set_cells(frame, [25], email=first)
+    frame = set_cells(frame, [15, 35], email=second)
     report = run_gate(through_run_file(tmp_path, frame))
-    assert_fails_only(report, "email_unique", unexpected=2)
-    examples = report.result("email_unique").examples
-    assert [row["email"] for row in examples] == [twice, twice]
+    assert_fails_only(report, "email_unique", unexpected=5)
+    result = report.result("email_unique")
+    assert result.observed == "2 address(es) repeated"
+    # Repeated rows are shown side by side.
+    assert [row["email"] for row in result.examples] == sorted([first] * 2 + [second] * 3)
 
 
 def test_status_in_set(tmp_path):
@@ -240,7 +302,9 @@ def test_score_in_range(tmp_path):
     # Out-of-range scores are named once: not again as outside their status's band.
     assert_fails_only(report, "score_in_range", unexpected=3)
     assert {row["score"] for row in report.result("score_in_range").examples} == {
-        "1.5", None, "-0.1"
+        "1.5",
+        None,
+        "-0.1",
     }
 
 
@@ -255,7 +319,10 @@ def test_score_in_status_band(tmp_path):
     result = report.result("score_in_status_band")
     assert "valid 0.5" in result.observed
     assert {row["email"] for row in result.examples} == {
-        "jane.0@acme.test", "gone.0@acme.test", "any.0@catchall.test", "slow.0@grey.test"
+        "jane.0@acme.test",
+        "gone.0@acme.test",
+        "any.0@catchall.test",
+        "slow.0@grey.test",
     }
 
 
@@ -337,14 +404,24 @@ def test_unknown_share_within_threshold(tmp_path):
     results = good_results(3)  # 30 rows, 3 unknown
     now = _now()
     results += [
-        VerificationResult(f"u{i}@blocked.test", "unknown", 0.4, "smtp_unreachable",
-                           Checks(True, True, True, False, False, False, None, False),
-                           verified_at=now - timedelta(minutes=1))
+        VerificationResult(
+            f"u{i}@blocked.test",
+            "unknown",
+            0.4,
+            "smtp_unreachable",
+            Checks(True, True, True, False, False, False, None, False),
+            verified_at=now - timedelta(minutes=1),
+        )
         for i in range(7)
     ] + [
-        VerificationResult(f"n{i}@nowhere.test", "invalid", 0.02, "nxdomain",
-                           Checks(True, False, False, None, False, False, None, False),
-                           verified_at=now - timedelta(minutes=1))
+        VerificationResult(
+            f"n{i}@nowhere.test",
+            "invalid",
+            0.02,
+            "nxdomain",
+            Checks(True, False, False, None, False, False, None, False),
+            verified_at=now - timedelta(minutes=1),
+        )
         for i in range(3)
     ]
     df = through_warehouse(tmp_path, frame_of(results))
@@ -363,19 +440,58 @@ def test_unknown_share_within_threshold(tmp_path):
     assert relaxed.result("unknown_share_within_threshold").observed == pytest.approx(0.25)
 
 
+def test_a_run_file_read_with_duckdb_in_another_time_zone(tmp_path):
+    """DuckDB ``.df()`` of a run's results gives times in the session's zone; the gate
+    compares instants, so a check 31 days old is too old in any zone."""
+    import duckdb
+
+    now = _now()
+    frame = set_cells(frame_of(good_results(now=now)), [2], verified_at=now - timedelta(days=31))
+    path = tmp_path / "results.parquet"
+    frame.write_parquet(path)
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'America/New_York'")
+        df = con.sql(f"SELECT * FROM read_parquet('{path}')").df()
+    assert str(df["verified_at"].dtype.tz) == "America/New_York"
+    report = run_gate(df, GateConfig(now=now))
+    assert_fails_only(report, "verified_at_within_max_age", unexpected=1)
+    assert report.result("verified_at_within_max_age").examples[0]["email"] == frame["email"][2]
+
+
+def test_an_unknown_share_exactly_at_the_limit_passes(tmp_path):
+    # 59 unknown of 1,000 at a limit of 5.9%: 1 - 0.059 is 0.9410000000000001 in floats,
+    # above 941/1000, so an unrounded "mostly" would fail this list.
+    now = _now()
+    results = [
+        VerificationResult(
+            f"u{i}@grey.test" if i < 59 else f"ok{i}@acme.test",
+            "unknown" if i < 59 else "valid",
+            0.5 if i < 59 else 0.9,
+            "greylisted" if i < 59 else "accepted",
+            verified_at=now - timedelta(minutes=1),
+        )
+        for i in range(1000)
+    ]
+    df = through_warehouse(tmp_path, frame_of(results))
+    assert run_gate(df, GateConfig(max_unknown_share=0.059)).is_passed
+    over = run_gate(df, GateConfig(max_unknown_share=0.058))
+    assert over.failed_names == ["unknown_share_within_threshold"]
+
+
 def test_warehouse_refuses_what_only_a_run_file_can_carry(tmp_path):
     """Why five expectations are tested through a run file: the warehouse's constraints
     refuse those rows, and ``latest_verifications`` holds one row per email."""
     frame = frame_of(good_results(1))
     with Warehouse.open(tmp_path / "warehouse.duckdb") as wh:
-        for bad in ({"email": None}, {"status": "bogus"}, {"score": 1.5},
-                    {"verified_at": None}):
+        for bad in ({"email": None}, {"status": "bogus"}, {"score": 1.5}, {"verified_at": None}):
             with pytest.raises(WarehouseError):
                 wh.append_verifications(set_cells(frame, [0], **bad), run_id="r", backend="x")
         twice = set_cells(frame, [1], email=frame["email"][0])
-        wh.append_verifications(twice.with_columns(
-            pl.col("verified_at") - pl.duration(seconds=pl.int_range(pl.len()))
-        ), run_id="r", backend="local")
+        wh.append_verifications(
+            twice.with_columns(pl.col("verified_at") - pl.duration(seconds=pl.int_range(pl.len()))),
+            run_id="r",
+            backend="local",
+        )
         assert wh.latest_pandas()["email"].is_unique
 
 
@@ -395,10 +511,14 @@ def test_report_is_json_and_fits_quality_runs(tmp_path):
     # The report records as a quality_runs row through the warehouse's own API.
     with Warehouse.open(tmp_path / "warehouse.duckdb") as wh:
         wh.record_quality_run(
-            scope="run", run_id="run-1", is_passed=report.is_passed, n_rows=report.n_rows,
+            scope="run",
+            run_id="run-1",
+            is_passed=report.is_passed,
+            n_rows=report.n_rows,
             unknown_share=report.unknown_share,
             max_unknown_share=report.config.max_unknown_share,
-            failed_expectations=report.failed_names, details=report.to_dict(),
+            failed_expectations=report.failed_names,
+            details=report.to_dict(),
             checked_at=report.checked_at,
         )
         row = wh.quality_runs("run-1").to_dicts()[0]
@@ -463,8 +583,14 @@ def test_a_polars_frame_is_accepted(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_unknown_share": 1.5}, {"max_unknown_share": -0.1}, {"max_unknown_share": True},
-     {"max_age_days": -1}, {"max_age_days": 2.5}, {"future_tolerance": timedelta(-1)}],
+    [
+        {"max_unknown_share": 1.5},
+        {"max_unknown_share": -0.1},
+        {"max_unknown_share": True},
+        {"max_age_days": -1},
+        {"max_age_days": 2.5},
+        {"future_tolerance": timedelta(-1)},
+    ],
 )
 def test_bad_config_is_refused(kwargs):
     with pytest.raises(ConfigError):
@@ -472,16 +598,17 @@ def test_bad_config_is_refused(kwargs):
 
 
 def test_naive_now_is_utc():
-    assert GateConfig(now=datetime(2026, 1, 1)).now == datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert GateConfig(now=datetime(2026, 1, 1)).now == datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_importing_the_gate_does_not_import_great_expectations():
-    code = (
-        "import sys, tasks.quality; "
-        "print('great_expectations' in sys.modules)"
-    )
+    code = "import sys, tasks.quality; print('great_expectations' in sys.modules)"
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
         timeout=120,
     )
     assert out.stdout.strip() == "False"

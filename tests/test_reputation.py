@@ -28,6 +28,11 @@ def _data(name: str) -> str:
     return resources.files("mailsift.data").joinpath(name).read_text(encoding="utf-8")
 
 
+def _data_list(name: str) -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in _data(name).splitlines())
+    return [line for line in lines if line]
+
+
 def _iana_tlds() -> set[str]:
     # hypothesis vendors the IANA root zone list (tlds-alpha-by-domain.txt)
     text = resources.files("hypothesis.vendor").joinpath("tlds-alpha-by-domain.txt").read_text()
@@ -80,8 +85,9 @@ def test_every_listed_domain_is_disposable_and_the_allowlist_wins() -> None:
 
 
 def test_no_free_provider_is_disposable() -> None:
-    free = [d for d in _data("free_providers.txt").split() if "." in d and not d.startswith("#")]
-    assert free and not [d for d in free if is_disposable(d)]
+    free = _data_list("free_providers.txt")
+    assert len(free) > 100 and all(is_free_provider(d) for d in free)
+    assert not [d for d in free if is_disposable(d)]
 
 
 # --- role accounts ---------------------------------------------------------------------
@@ -339,7 +345,7 @@ def test_tld_typos_are_not_real_tlds() -> None:
 def test_typo_map_points_at_known_domains_and_never_from_one() -> None:
     data = json.loads(_data("typo_domains.json"))
     popular = set(data["popular"])
-    free = {d for d in _data("free_providers.txt").split() if "." in d}
+    free = set(_data_list("free_providers.txt"))
     for typo, target in data["typos"].items():
         assert target in popular | free, target
         assert typo not in popular | free, typo

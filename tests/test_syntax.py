@@ -18,7 +18,7 @@ from mailsift.syntax import (
     parse_address,
 )
 
-PROPERTY = settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 
 CONTROL = {chr(c) for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
 ATEXT = string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~"

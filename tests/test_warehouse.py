@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from warehouse import (
     results_frame,
     results_from_frame,
 )
+from warehouse.migrations import Migration, migrate
 
 TABLES = {
     "schema_migrations",
@@ -36,11 +38,17 @@ TABLES = {
 }
 VIEWS = {"latest_verifications", "stale_contacts"}
 SCORES = {"valid": 0.9, "invalid": 0.1, "risky": 0.5, "unknown": 0.4}
-REASONS = {"valid": "accepted", "invalid": "mailbox_not_found", "risky": "catch_all",
-           "unknown": "smtp_timeout"}
+REASONS = {
+    "valid": "accepted",
+    "invalid": "mailbox_not_found",
+    "risky": "catch_all",
+    "unknown": "smtp_timeout",
+}
 
 
-def result(email: str, status: str = "valid", at: datetime | None = None, **kw) -> VerificationResult:
+def result(
+    email: str, status: str = "valid", at: datetime | None = None, **kw
+) -> VerificationResult:
     return VerificationResult(
         email=email,
         status=status,
@@ -63,8 +71,12 @@ def contact_rows(source: str, emails: list[str | None], start: int = 1) -> pl.Da
             "record_id": [f"crm-{i}" for i in range(len(emails))],
             "email": emails,
         },
-        schema={"source": pl.String, "row_number": pl.Int64, "record_id": pl.String,
-                "email": pl.String},
+        schema={
+            "source": pl.String,
+            "row_number": pl.Int64,
+            "record_id": pl.String,
+            "email": pl.String,
+        },
     )
 
 
@@ -85,7 +97,9 @@ def relations(path: Path) -> tuple[set[str], set[str]]:
         tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         views = {
             r[0]
-            for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+            for r in con.execute(
+                "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+            ).fetchall()
         }
     finally:
         con.close()
@@ -152,13 +166,48 @@ def test_opening_again_is_idempotent_and_keeps_data(db: Path) -> None:
 
 def test_older_schema_is_migrated_read_write_and_refused_read_only(db: Path) -> None:
     Warehouse.open(db).close()
-    raw(db, "DROP VIEW stale_contacts", "DROP VIEW latest_verifications",
-        "DELETE FROM schema_migrations WHERE version = 2")
+    raw(
+        db,
+        "DROP VIEW stale_contacts",
+        "DROP VIEW latest_verifications",
+        "DELETE FROM schema_migrations WHERE version = 2",
+    )
     with pytest.raises(WarehouseError, match="older than this mailsift"):
         Warehouse.open(db, read_only=True)
     with Warehouse.open(db) as wh:
         assert wh.schema_version() == LATEST_VERSION
     assert relations(db)[1] == VIEWS
+
+
+def test_a_failing_migration_leaves_nothing_behind(db: Path) -> None:
+    Warehouse.open(db).close()
+    broken = [
+        *MIGRATIONS,
+        Migration(
+            LATEST_VERSION + 1, "broken", "CREATE TABLE half_done (a INTEGER); SELECT * FROM nope"
+        ),
+    ]
+    con = duckdb.connect(str(db))
+    try:
+        with pytest.raises(WarehouseError, match=r"migration \d+_broken failed"):
+            migrate(con, str(db), broken)
+        assert "half_done" not in {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+        assert con.execute("SELECT max(version) FROM schema_migrations").fetchall() == [
+            (LATEST_VERSION,)
+        ]
+        fixed = [*MIGRATIONS, Migration(LATEST_VERSION + 1, "broken", "CREATE TABLE ok (a INT)")]
+        assert [m.name for m in migrate(con, str(db), fixed)] == ["broken"]
+        assert migrate(con, str(db), fixed) == []  # idempotent
+    finally:
+        con.close()
+
+
+def test_an_empty_duckdb_file_is_adopted_read_write_only(db: Path) -> None:
+    duckdb.connect(str(db)).close()
+    with pytest.raises(WarehouseError, match="no mailsift schema yet"):
+        Warehouse.open(db, read_only=True)
+    with Warehouse.open(db, create=False) as wh:
+        assert wh.schema_version() == LATEST_VERSION
 
 
 def test_newer_schema_version_is_refused(db: Path) -> None:
@@ -223,13 +272,26 @@ def test_read_only_reads_and_refuses_writes(db: Path) -> None:
             ro.start_run("r", "flow", "local")
 
 
+HOLD_LOCK = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
 def test_a_second_writer_process_gets_a_clear_error(db: Path) -> None:
     Warehouse.open(db).close()
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, duckdb; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
-         "sys.stdin.read()", str(db)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            HOLD_LOCK,
+            str(db),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "ready"
@@ -321,7 +383,9 @@ def test_bad_frames_are_refused_and_nothing_is_written(wh: Warehouse) -> None:
     with pytest.raises(ValueError, match="lacks column.*verified_at"):
         wh.append_verifications(frame.drop("verified_at"), run_id="r", backend="local")
     bad = frame.with_columns(
-        pl.when(pl.col("email") == "b@x.test").then(pl.lit("maybe")).otherwise("status")
+        pl.when(pl.col("email") == "b@x.test")
+        .then(pl.lit("maybe"))
+        .otherwise("status")
         .alias("status")
     )
     with pytest.raises(WarehouseError, match="append_verifications failed"):
@@ -355,6 +419,13 @@ def test_latest_verifications_picks_the_newest(wh: Warehouse) -> None:
     history = wh.query("SELECT count(*) FROM verifications WHERE email = 'a@x.test'").item()
     assert history == 3  # append-only
 
+    tie = now - timedelta(hours=1)
+    append(wh, result("t@x.test", "valid", tie), run_id="r4")
+    append(wh, result("t@x.test", "risky", tie), run_id="r5")
+    picked = wh.query("SELECT status FROM latest_verifications WHERE email = 't@x.test'")
+    assert picked.height == 1
+    assert wh.latest(["t@x.test"])["status"].to_list() == picked["status"].to_list()
+
 
 # ---------------------------------------------------------------- freshness
 
@@ -375,11 +446,14 @@ def test_fresh_results_honour_max_age(wh: Warehouse) -> None:
 
     fresh = wh.fresh_results(asked, now=NOW).sort("email")
     assert fresh[["email", "status"]].rows() == [
-        ("mid@x.test", "valid"), ("new@x.test", "invalid"), ("renewed@x.test", "risky")
+        ("mid@x.test", "valid"),
+        ("new@x.test", "invalid"),
+        ("renewed@x.test", "risky"),
     ]
     assert fresh.schema == pl.Schema(HISTORY_SCHEMA)
     assert set(wh.fresh_results(asked, max_age_days=5, now=NOW)["email"]) == {
-        "new@x.test", "renewed@x.test"
+        "new@x.test",
+        "renewed@x.test",
     }
     assert wh.fresh_results(asked, max_age_days=0, now=NOW).height == 0
     assert wh.fresh_results(["mid@x.test"], now=NOW + timedelta(days=25)).height == 0
@@ -400,7 +474,9 @@ def test_unknown_results_are_fresh_only_inside_the_retry_window(wh: Warehouse) -
     # it does not count
     assert sorted(fresh["email"]) == ["recent@x.test", "risky@x.test"]
     assert sorted(wh.fresh_results(emails, retry_unknown_after_minutes=60, now=NOW)["email"]) == [
-        "outage@x.test", "recent@x.test", "risky@x.test"
+        "outage@x.test",
+        "recent@x.test",
+        "risky@x.test",
     ]
     assert sorted(wh.fresh_results(emails, retry_unknown_after_minutes=5, now=NOW)["email"]) == [
         "risky@x.test"
@@ -432,14 +508,16 @@ def test_upsert_contacts_merges_sources_and_keeps_first_seen(wh: Warehouse) -> N
     assert wh.upsert_contacts(older, run_id="r0", seen_at=t0) == 1  # loaded out of order
 
     jane = wh.query("SELECT * FROM contacts WHERE email = 'jane@acme.test'").to_dicts()
-    assert jane == [{
-        "email": "jane@acme.test",
-        "domain": "acme.test",
-        "first_seen_at": t0,
-        "last_seen_at": t2,
-        "sources": ["crm_a.csv", "https://crm.test/export.json"],
-        "n_source_rows": 4,
-    }]
+    assert jane == [
+        {
+            "email": "jane@acme.test",
+            "domain": "acme.test",
+            "first_seen_at": t0,
+            "last_seen_at": t2,
+            "sources": ["crm_a.csv", "https://crm.test/export.json"],
+            "n_source_rows": 4,
+        }
+    ]
     assert wh.query("SELECT count(*) FROM contacts").item() == 2
     sources = wh.query(
         "SELECT run_id, source, row_number, record_id, email, loaded_at "
@@ -452,19 +530,21 @@ def test_upsert_contacts_merges_sources_and_keeps_first_seen(wh: Warehouse) -> N
 
 
 def test_upsert_contacts_takes_given_domain_and_numeric_record_ids(wh: Warehouse) -> None:
-    rows = pl.DataFrame({
-        "source": ["a.xlsx", "a.xlsx"],
-        "row_number": [2, 3],
-        "record_id": [1001, None],
-        "email": ["x@bücher.test", "y@b.test"],
-        "domain": ["xn--bcher-kva.test", None],
-    })
+    rows = pl.DataFrame(
+        {
+            "source": ["a.xlsx", "a.xlsx"],
+            "row_number": [2, 3],
+            "record_id": [1001, None],
+            "email": ["x@bücher.test", "y@b.test"],
+            "domain": ["xn--bcher-kva.test", None],
+        }
+    )
     assert wh.upsert_contacts(rows, run_id="r", seen_at=NOW) == 2
     got = wh.query("SELECT email, domain FROM contacts ORDER BY email").rows()
     assert got == [("x@bücher.test", "xn--bcher-kva.test"), ("y@b.test", "b.test")]
-    assert wh.query("SELECT record_id FROM contact_sources ORDER BY row_number").to_series().to_list() == [
-        "1001", None
-    ]
+    assert wh.query(
+        "SELECT record_id FROM contact_sources ORDER BY row_number"
+    ).to_series().to_list() == ["1001", None]
     with pytest.raises(ValueError, match="lacks column.*row_number"):
         wh.upsert_contacts(rows.drop("row_number"), run_id="r")
 
@@ -484,12 +564,8 @@ def test_stale_contacts_and_stale_emails_after_aging(wh: Warehouse) -> None:
     assert wh.age_verifications(31, ["a@x.test"]) == 1
     assert wh.age_verifications(45, pl.Series(["b@x.test", "orphan@y.test"])) == 2
     stale = wh.query("SELECT email, last_status FROM stale_contacts ORDER BY email")
-    assert stale.rows() == [
-        ("a@x.test", "valid"), ("b@x.test", "invalid"), ("never@x.test", None)
-    ]
-    last = wh.query(
-        "SELECT last_verified_at FROM stale_contacts WHERE email = 'a@x.test'"
-    ).item()
+    assert stale.rows() == [("a@x.test", "valid"), ("b@x.test", "invalid"), ("never@x.test", None)]
+    last = wh.query("SELECT last_verified_at FROM stale_contacts WHERE email = 'a@x.test'").item()
     assert timedelta(days=30) < datetime.now(UTC) - last < timedelta(days=32)
 
     assert wh.stale_emails() == ["b@x.test", "orphan@y.test", "a@x.test"]  # oldest first
@@ -508,15 +584,31 @@ def test_stale_contacts_and_stale_emails_after_aging(wh: Warehouse) -> None:
 def test_runs_round_trip(wh: Warehouse) -> None:
     wh.start_run("run-9", "verify-crm-exports", "local", NOW)
     assert wh.get_run("run-9")["status"] == "running"
-    wh.finish_run("run-9", "gate_failed", NOW + timedelta(minutes=2), n_source_rows=10,
-                  n_without_email=1, n_unique=8, n_from_warehouse=3, n_verified=5,
-                  summary={"by_status": {"valid": 7, "unknown": 1}, "gate": False})
+    wh.finish_run(
+        "run-9",
+        "gate_failed",
+        NOW + timedelta(minutes=2),
+        n_source_rows=10,
+        n_without_email=1,
+        n_unique=8,
+        n_from_warehouse=3,
+        n_verified=5,
+        summary={"by_status": {"valid": 7, "unknown": 1}, "gate": False},
+    )
     run = wh.get_run("run-9")
     assert run == {
-        "run_id": "run-9", "flow_name": "verify-crm-exports", "backend": "local",
-        "started_at": NOW, "finished_at": NOW + timedelta(minutes=2), "status": "gate_failed",
-        "n_source_rows": 10, "n_without_email": 1, "n_unique": 8, "n_from_warehouse": 3,
-        "n_verified": 5, "summary": {"by_status": {"valid": 7, "unknown": 1}, "gate": False},
+        "run_id": "run-9",
+        "flow_name": "verify-crm-exports",
+        "backend": "local",
+        "started_at": NOW,
+        "finished_at": NOW + timedelta(minutes=2),
+        "status": "gate_failed",
+        "n_source_rows": 10,
+        "n_without_email": 1,
+        "n_unique": 8,
+        "n_from_warehouse": 3,
+        "n_verified": 5,
+        "summary": {"by_status": {"valid": 7, "unknown": 1}, "gate": False},
     }
     summary_sql = wh.query("SELECT summary->>'$.by_status.valid' FROM runs").item()
     assert summary_sql == "7"
@@ -536,25 +628,40 @@ def test_runs_round_trip(wh: Warehouse) -> None:
 
 def test_quality_runs_round_trip(wh: Warehouse) -> None:
     qid = wh.record_quality_run(
-        run_id="run-1", scope="run", is_passed=False, n_rows=120, unknown_share=0.125,
-        max_unknown_share=0.1, failed_expectations=["unknown_share", "score_in_band"],
-        details={"results": [{"name": "unknown_share", "observed": 0.125}]}, checked_at=NOW,
+        run_id="run-1",
+        scope="run",
+        is_passed=False,
+        n_rows=120,
+        unknown_share=0.125,
+        max_unknown_share=0.1,
+        failed_expectations=["unknown_share", "score_in_band"],
+        details={"results": [{"name": "unknown_share", "observed": 0.125}]},
+        checked_at=NOW,
     )
-    wh.record_quality_run(scope="warehouse", is_passed=True, n_rows=5000,
-                          checked_at=(NOW + timedelta(hours=1)).isoformat())
+    wh.record_quality_run(
+        scope="warehouse",
+        is_passed=True,
+        n_rows=5000,
+        checked_at=(NOW + timedelta(hours=1)).isoformat(),
+    )
     runs = wh.quality_runs()
     assert runs.height == 2
     first, second = runs.to_dicts()
     assert first["quality_run_id"] == qid
     assert (first["run_id"], first["scope"], first["is_passed"], first["n_rows"]) == (
-        "run-1", "run", False, 120
+        "run-1",
+        "run",
+        False,
+        120,
     )
     assert first["unknown_share"] == 0.125 and first["max_unknown_share"] == 0.1
     assert first["failed_expectations"] == ["unknown_share", "score_in_band"]
     assert first["checked_at"] == NOW
     assert '"observed": 0.125' in first["details"]
     assert (second["run_id"], second["scope"], second["failed_expectations"]) == (
-        None, "warehouse", []
+        None,
+        "warehouse",
+        [],
     )
     assert wh.quality_runs("run-1").height == 1
     with pytest.raises(ValueError, match="needs its run_id"):
@@ -565,16 +672,51 @@ def test_webhook_deliveries_and_failed_ones(wh: Warehouse) -> None:
     url = "https://hooks.test/in?token=s3cret&team=growth"
     payload = {"run_id": "r1", "results": [{"email": "a@x.test", "status": "valid"}]}
     common = {"run_id": "r1", "url": url, "n_results": 1, "payload": payload}
-    wh.record_webhook_attempt(delivery_id="d0", batch_index=0, attempt=1, is_delivered=False,
-                              status_code=503, error="503 from " + url, attempted_at=NOW, **common)
-    wh.record_webhook_attempt(delivery_id="d0", batch_index=0, attempt=2, is_delivered=True,
-                              status_code=200, attempted_at=NOW + timedelta(minutes=1), **common)
-    wh.record_webhook_attempt(delivery_id="d1", batch_index=1, attempt=1, is_delivered=False,
-                              error="connect timeout", attempted_at=NOW, **common)
-    wh.record_webhook_attempt(delivery_id="d1", batch_index=1, attempt=2, is_delivered=False,
-                              status_code=500, attempted_at=NOW + timedelta(minutes=1), **common)
-    wh.record_webhook_attempt(delivery_id="d2", batch_index=0, attempt=1, is_delivered=False,
-                              status_code=500, **{**common, "run_id": "r2"})
+    wh.record_webhook_attempt(
+        delivery_id="d0",
+        batch_index=0,
+        attempt=1,
+        is_delivered=False,
+        status_code=503,
+        error="503 from " + url,
+        attempted_at=NOW,
+        **common,
+    )
+    wh.record_webhook_attempt(
+        delivery_id="d0",
+        batch_index=0,
+        attempt=2,
+        is_delivered=True,
+        status_code=200,
+        attempted_at=NOW + timedelta(minutes=1),
+        **common,
+    )
+    wh.record_webhook_attempt(
+        delivery_id="d1",
+        batch_index=1,
+        attempt=1,
+        is_delivered=False,
+        error="connect timeout",
+        attempted_at=NOW,
+        **common,
+    )
+    wh.record_webhook_attempt(
+        delivery_id="d1",
+        batch_index=1,
+        attempt=2,
+        is_delivered=False,
+        status_code=500,
+        attempted_at=NOW + timedelta(minutes=1),
+        **common,
+    )
+    wh.record_webhook_attempt(
+        delivery_id="d2",
+        batch_index=0,
+        attempt=1,
+        is_delivered=False,
+        status_code=500,
+        **{**common, "run_id": "r2"},
+    )
 
     stored = wh.query("SELECT url, error FROM webhook_deliveries").rows()
     assert all("s3cret" not in (u + (e or "")) for u, e in stored)
@@ -584,15 +726,19 @@ def test_webhook_deliveries_and_failed_ones(wh: Warehouse) -> None:
     assert [(f["delivery_id"], f["attempt"]) for f in failed] == [("d1", 2), ("d2", 1)]
     d1 = failed[0]
     assert d1["url"] == "https://hooks.test/in?token=REDACTED&team=growth"
-    assert (d1["run_id"], d1["batch_index"], d1["n_results"], d1["status_code"]) == ("r1", 1, 1, 500)
+    assert (d1["run_id"], d1["batch_index"], d1["n_results"], d1["status_code"]) == (
+        "r1",
+        1,
+        1,
+        500,
+    )
     assert d1["attempted_at"] == NOW + timedelta(minutes=1) and d1["is_delivered"] is False
-    import json
-
     assert json.loads(d1["payload"]) == payload
     assert [f["delivery_id"] for f in wh.failed_webhook_deliveries("r1")] == ["d1"]
 
-    wh.record_webhook_attempt(delivery_id="d1", batch_index=1, attempt=3, is_delivered=True,
-                              status_code=204, **common)
+    wh.record_webhook_attempt(
+        delivery_id="d1", batch_index=1, attempt=3, is_delivered=True, status_code=204, **common
+    )
     assert [f["delivery_id"] for f in wh.failed_webhook_deliveries()] == ["d2"]
 
 
@@ -620,3 +766,30 @@ def test_threads_of_the_flow_process_can_share_one_warehouse(wh: Warehouse) -> N
     for thread in threads:
         thread.join(60)
     assert wh.query("SELECT count(*) FROM verifications").item() == 2000
+
+
+def test_webhook_payload_text_is_kept_byte_for_byte(wh: Warehouse) -> None:
+    # a re-delivery must send the very body that was signed
+    body = b'{"b": 1,  "a":[1, 2.50, "\\u00e9 \xc3\xa9"], "z" : null}'
+    wh.record_webhook_attempt(
+        delivery_id="d",
+        run_id="r",
+        url="http://hook.test/",
+        batch_index=0,
+        n_results=1,
+        attempt=1,
+        is_delivered=False,
+        payload=body,
+    )
+    assert wh.failed_webhook_deliveries()[0]["payload"].encode() == body
+    with pytest.raises(ValueError, match="not JSON"):
+        wh.record_webhook_attempt(
+            delivery_id="d",
+            run_id="r",
+            url="http://hook.test/",
+            batch_index=0,
+            n_results=1,
+            attempt=2,
+            is_delivered=False,
+            payload="{not json",
+        )

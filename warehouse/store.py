@@ -7,7 +7,8 @@ other processes (the CI quality gate, a notebook) open it with ``read_only=True`
 flow is writing.
 
 Bulk data goes through Arrow: a polars frame is registered with DuckDB and moved with one
-``INSERT ... SELECT`` (a million rows in about a second), never ``executemany``. Every
+``INSERT ... SELECT`` (2-4 s per million verification rows on a busy 2-core machine,
+see benchmarks/bench_warehouse.py), never ``executemany``. Every
 result is fetched completely (``fetchall``, ``.pl()``, ``.df()``): in DuckDB 2.0 a partly
 read result blocks its connection, and results have no ``fetchone()``.
 
@@ -46,7 +47,7 @@ from .frames import (
 )
 from .migrations import check_schema, migrate
 from .redaction import redact_url
-from .schema import QUALITY_SCOPES, RUN_COUNT_COLUMNS, RUN_STATUSES
+from .schema import QUALITY_SCOPES, RUN_COUNT_COLUMNS, RUN_STATUSES, newest_verifications_sql
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -166,10 +167,12 @@ class Warehouse:
             if read_only:
                 pending = check_schema(con, where)
                 if pending:
+                    have = pending[0].version - 1
+                    state = f"schema version {have}" if have else "no mailsift schema yet"
                     raise WarehouseError(
-                        f"{where} has schema version {pending[0].version - 1}, older than this "
-                        f"mailsift ({pending[-1].version}); open it read-write once (any flow "
-                        "run does) to migrate"
+                        f"{where} has {state}, older than this mailsift "
+                        f"({pending[-1].version}); open it read-write once (any flow run does) "
+                        "to migrate"
                     )
             else:
                 migrate(con, where)
@@ -216,7 +219,7 @@ class Warehouse:
     @contextmanager
     def _staged(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> Iterator[None]:
         """``frame`` visible to SQL as ``name`` (an Arrow scan, no copy into the file)."""
-        con.register(name, frame.to_arrow())
+        con.register(name, frame.to_arrow(compat_level=pl.CompatLevel.newest()))
         try:
             yield
         finally:
@@ -278,6 +281,9 @@ class Warehouse:
         seen = _utc(seen_at)
         if frame.is_empty():
             return 0
+        key = ["source", "row_number"]
+        if frame.select(pl.struct(key).is_duplicated().any()).item():
+            frame = frame.unique(subset=key, keep="first", maintain_order=True)
         with (
             self._using("upsert_contacts", write=True) as con,
             self._staged(con, "_mailsift_contact_rows", frame),
@@ -296,7 +302,6 @@ class Warehouse:
                     SELECT source, row_number, record_id,
                            nullif(lower(trim(email)), '') AS email, domain
                     FROM _mailsift_contact_rows
-                    QUALIFY row_number() OVER (PARTITION BY source, row_number) = 1
                 ) AS s
                 WHERE NOT EXISTS (
                     SELECT 1 FROM contact_sources AS cs
@@ -313,23 +318,48 @@ class Warehouse:
                 FROM _mailsift_new_sources
                 """
             ).fetchall()
+            # No ON CONFLICT: it needs an index on contacts, and with one DuckDB rewrites
+            # the list column row by row (200 s instead of 6 s per million contacts).
             con.execute(
                 """
-                INSERT INTO contacts AS c
-                    (email, domain, first_seen_at, last_seen_at, sources, n_source_rows)
-                SELECT email, min(domain), min(loaded_at), max(loaded_at),
-                       list_sort(list_distinct(list(source))), count(*)
+                CREATE OR REPLACE TEMP TABLE _mailsift_seen AS
+                SELECT email, min(domain) AS domain, min(loaded_at) AS first_seen_at,
+                       max(loaded_at) AS last_seen_at,
+                       list_sort(list(DISTINCT source)) AS sources, count(*) AS n_source_rows
                 FROM _mailsift_new_sources
                 WHERE email IS NOT NULL
                 GROUP BY email
-                ON CONFLICT (email) DO UPDATE SET
-                    domain = excluded.domain,
-                    first_seen_at = least(c.first_seen_at, excluded.first_seen_at),
-                    last_seen_at = greatest(c.last_seen_at, excluded.last_seen_at),
-                    sources = list_sort(list_distinct(list_concat(c.sources, excluded.sources))),
-                    n_source_rows = c.n_source_rows + excluded.n_source_rows
+                """
+            )
+            con.execute(
+                """
+                UPDATE contacts AS c SET
+                    domain = s.domain,
+                    first_seen_at = least(c.first_seen_at, s.first_seen_at),
+                    last_seen_at = greatest(c.last_seen_at, s.last_seen_at),
+                    n_source_rows = c.n_source_rows + s.n_source_rows
+                FROM _mailsift_seen AS s
+                WHERE c.email = s.email
                 """
             ).fetchall()
+            con.execute(
+                """
+                UPDATE contacts AS c SET
+                    sources = list_sort(list_distinct(list_concat(c.sources, s.sources)))
+                FROM _mailsift_seen AS s
+                WHERE c.email = s.email AND NOT list_has_all(c.sources, s.sources)
+                """
+            ).fetchall()
+            con.execute(
+                """
+                INSERT INTO contacts
+                    (email, domain, first_seen_at, last_seen_at, sources, n_source_rows)
+                SELECT email, domain, first_seen_at, last_seen_at, sources, n_source_rows
+                FROM _mailsift_seen AS s
+                WHERE NOT EXISTS (SELECT 1 FROM contacts AS c WHERE c.email = s.email)
+                """
+            ).fetchall()
+            con.execute("DROP TABLE _mailsift_seen")
             con.execute("DROP TABLE _mailsift_new_sources")
         return int(inserted)
 
@@ -349,6 +379,9 @@ class Warehouse:
         frame = coerce_results(results)
         if frame.is_empty():
             return 0
+        key = ["email", "verified_at"]
+        if frame.select(pl.struct(key).is_duplicated().any()).item():  # cheaper than in SQL
+            frame = frame.unique(subset=key, keep="first", maintain_order=True)
         with (
             self._using("append_verifications", write=True) as con,
             self._staged(con, "_mailsift_results", frame),
@@ -363,7 +396,6 @@ class Warehouse:
                     WHERE v.run_id = $run_id
                       AND v.email = s.email AND v.verified_at = s.verified_at
                 )
-                QUALIFY row_number() OVER (PARTITION BY s.email, s.verified_at) = 1
                 """,
                 {"run_id": run_id, "backend": backend},
             ).fetchall()
@@ -399,17 +431,12 @@ class Warehouse:
             self._staged(con, "_mailsift_emails", wanted),
         ):
             relation = con.sql(
-                f"""
-                SELECT {_HISTORY_SELECT} FROM (
-                    SELECT * FROM verifications AS v
-                    WHERE v.verified_at > $age_cutoff
-                      AND v.email IN (SELECT email FROM _mailsift_emails)
-                    QUALIFY row_number() OVER (
-                        PARTITION BY v.email ORDER BY v.verified_at DESC, v.verification_id DESC
-                    ) = 1
-                )
-                WHERE status <> 'unknown' OR verified_at > $unknown_cutoff
-                """,
+                newest_verifications_sql(
+                    where="verified_at > $age_cutoff "
+                    "AND email IN (SELECT email FROM _mailsift_emails)",
+                    then="status <> 'unknown' OR verified_at > $unknown_cutoff",
+                    columns=_HISTORY_SELECT,
+                ),
                 params={
                     "age_cutoff": at - timedelta(days=max_age_days),
                     "unknown_cutoff": at - timedelta(minutes=retry_unknown_after_minutes),
@@ -470,13 +497,10 @@ class Warehouse:
                 return self._history(con.sql(f"SELECT {_HISTORY_SELECT} FROM latest_verifications"))
             with self._staged(con, "_mailsift_emails", _email_frame(emails)):
                 relation = con.sql(
-                    f"""
-                    SELECT {_HISTORY_SELECT} FROM verifications AS v
-                    WHERE v.email IN (SELECT email FROM _mailsift_emails)
-                    QUALIFY row_number() OVER (
-                        PARTITION BY v.email ORDER BY v.verified_at DESC, v.verification_id DESC
-                    ) = 1
-                    """
+                    newest_verifications_sql(
+                        where="email IN (SELECT email FROM _mailsift_emails)",
+                        columns=_HISTORY_SELECT,
+                    )
                 )
                 return self._history(relation)
 

@@ -1,0 +1,295 @@
+"""The pipeline as users run it: CRM exports -> Prefect flows -> DuckDB -> gate -> CSVs,
+through real DuckDB files, the simulated internet and Prefect's own test harness."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from mailsift.testing.http_server import HttpServer, Reply
+from mailsift.testing.world import World
+from mailsift.webhooks import verify_signature
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+HEADER = ["Record ID", "Full Name", "Work Email", "Notes"]
+
+
+def write_export(path: Path, emails: list[str]) -> Path:
+    with path.open("w", encoding="utf-8-sig", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(HEADER)
+        for i, email in enumerate(emails, start=1):
+            w.writerow([f"R{i:04d}", f"Person {i}", email, "note, with comma" if i % 3 else "multi\nline"])
+    return path
+
+
+def sql(db: Path, query: str):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.sql(query).fetchall()
+    finally:
+        con.close()
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture
+def crm_world(world: World, monkeypatch) -> World:
+    world.add_domain("acme.test", mailboxes=[f"user{i}@acme.test" for i in range(30)] + ["info@acme.test"])
+    world.add_domain("globex.test", "catch_all")
+    world.add_domain("gone.test", dns="nxdomain")
+    world.add_domain("grey.test", "greylist")
+    for key, value in world.env().items():
+        monkeypatch.setenv(key, value)
+    return world
+
+
+def run_flow(**params):
+    from flows.verify_crm_exports import verify_crm_exports
+
+    return verify_crm_exports(return_state=True, **params)
+
+
+def test_run_twice_second_run_reuses_the_warehouse(crm_world: World, tmp_path: Path) -> None:
+    emails = [f"user{i}@acme.test" for i in range(20)] + ["nobody@acme.test", "info@acme.test",
+              "x@globex.test", "a@gone.test", "b@grey.test", "not an email", ""]
+    emails += ["USER1@ACME.TEST", " Person Two <user2@acme.test>"]  # duplicates of rows above
+    src = write_export(tmp_path / "export.csv", emails)
+    db, out = tmp_path / "wh.duckdb", tmp_path / "out"
+
+    state = run_flow(sources=[str(src)], db=str(db), out_dir=str(out))
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary["unique_addresses"] == 26 and summary["rows_without_email"] == 1
+    assert summary["verified_now"] == 26 and summary["from_warehouse"] == 0
+    assert summary["by_status"] == {"valid": 20, "invalid": 3, "risky": 2, "unknown": 1}
+
+    by_file = {p.stem: read_csv(p) for p in out.glob("*.csv")}
+    assert sum(len(rows) for rows in by_file.values()) == len(emails)  # every source row kept
+    assert {r["Work Email"] for r in by_file["invalid"]} >= {"nobody@acme.test", "a@gone.test", "not an email"}
+    assert list(by_file["valid"][0])[:4] == HEADER  # original columns first, in order
+    assert {"status", "score", "reason", "suggestion", "verified_at"} <= set(by_file["valid"][0])
+    assert any("\n" in r["Notes"] for rows in by_file.values() for r in rows)
+
+    connections = sum(s.connections for s in crm_world.smtp.servers)
+    rows_before = sql(db, "SELECT count(*) FROM verifications")[0][0]
+    assert rows_before == 26
+
+    again = run_flow(sources=[str(src)], db=str(db), out_dir=str(out))
+    assert again.is_completed(), again.message
+    second = again.result()
+    # unknown (greylisted) results are retried by the next run; everything else is reused
+    assert second["from_warehouse"] == 25 and second["verified_now"] == 1
+    assert sum(s.connections for s in crm_world.smtp.servers) == connections + 1
+    assert sql(db, "SELECT count(*) FROM verifications")[0][0] == rows_before + 1
+    assert sql(db, "SELECT count(*) FROM runs WHERE status = 'completed'")[0][0] == 2
+
+
+def test_second_run_makes_no_smtp_connection_when_all_is_fresh(crm_world: World, tmp_path: Path) -> None:
+    src = write_export(tmp_path / "e.csv", [f"user{i}@acme.test" for i in range(10)] + ["z@globex.test"])
+    db = tmp_path / "wh.duckdb"
+    assert run_flow(sources=[str(src)], db=str(db), out_dir=str(tmp_path / "o1")).is_completed()
+    before = sum(s.connections for s in crm_world.smtp.servers)
+    n = sql(db, "SELECT count(*) FROM verifications")[0][0]
+    state = run_flow(sources=[str(src)], db=str(db), out_dir=str(tmp_path / "o2"))
+    assert state.is_completed()
+    assert sum(s.connections for s in crm_world.smtp.servers) == before
+    assert sql(db, "SELECT count(*) FROM verifications")[0][0] == n
+    assert state.result()["from_warehouse"] == 11
+
+
+def test_reverify_rechecks_what_is_older_than_30_days_and_keeps_history(crm_world: World, tmp_path: Path) -> None:
+    from flows.reverify_stale import reverify_stale
+    from warehouse import Warehouse
+
+    src = write_export(tmp_path / "e.csv", [f"user{i}@acme.test" for i in range(6)])
+    db = tmp_path / "wh.duckdb"
+    assert run_flow(sources=[str(src)], db=str(db), out_dir=str(tmp_path / "o")).is_completed()
+    assert sql(db, "SELECT count(*) FROM stale_contacts")[0][0] == 0
+    with Warehouse.open(db) as wh:
+        wh.age_verifications(31)
+    assert sql(db, "SELECT count(*) FROM stale_contacts")[0][0] == 6
+
+    state = reverify_stale(db=str(db), return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result()["verified_now"] == 6
+    assert sql(db, "SELECT count(*) FROM stale_contacts")[0][0] == 0
+    history = sql(db, "SELECT email, count(*), count(DISTINCT run_id) FROM verifications GROUP BY email")
+    assert len(history) == 6 and all(n == 2 and runs == 2 for _, n, runs in history)
+    newest = sql(db, "SELECT min(verified_at) > now() - INTERVAL 1 DAY FROM latest_verifications")[0][0]
+    assert newest is True
+
+
+def test_gate_failure_exports_nothing_and_records_it(world: World, tmp_path: Path, monkeypatch) -> None:
+    world.add_domain("grey.test", "greylist")
+    world.add_domain("acme.test", mailboxes=["a@acme.test"])
+    for key, value in world.env().items():
+        monkeypatch.setenv(key, value)
+    src = write_export(tmp_path / "e.csv", ["a@acme.test"] + [f"u{i}@grey.test" for i in range(4)])
+    out = tmp_path / "out"
+    state = run_flow(sources=[str(src)], db=str(tmp_path / "wh.duckdb"), out_dir=str(out))
+    assert state.is_failed()
+    assert "unknown_share_within_threshold" in state.message
+    assert not out.exists() or not any(out.iterdir())
+    rows = sql(tmp_path / "wh.duckdb", "SELECT is_passed, failed_expectations FROM quality_runs")
+    assert rows == [(False, ["unknown_share_within_threshold"])]
+    assert sql(tmp_path / "wh.duckdb", "SELECT status FROM runs")[0][0] == "gate_failed"
+
+
+def test_webhooks_are_signed_batched_and_recorded(crm_world: World, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CRM_HOOK_SECRET", "s3cret-value")
+    src = write_export(tmp_path / "e.csv", [f"user{i}@acme.test" for i in range(7)])
+    with HttpServer() as receiver:
+        receiver.set_default("/hook", Reply(200))
+        state = run_flow(sources=[str(src)], db=str(tmp_path / "wh.duckdb"), out_dir=str(tmp_path / "o"),
+                         webhook_url=receiver.url_for("/hook"), webhook_secret_env="CRM_HOOK_SECRET")
+        assert state.is_completed(), state.message
+        (request,) = receiver.requests_for("/hook")
+    assert verify_signature(request.body, "s3cret-value", request.header("X-Webhook-Signature"))
+    assert len(request.json()["results"]) == 7
+    rows = sql(tmp_path / "wh.duckdb", "SELECT attempt, is_delivered, status_code FROM webhook_deliveries")
+    assert rows == [(1, True, 200)]
+    assert "s3cret-value" not in (tmp_path / "wh.duckdb").read_bytes().decode("latin-1")
+
+
+# -- the CLI, as a user runs it --------------------------------------------------------
+
+def mailsift(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mailsift.cli", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
+    (tmp / "notes.txt").write_text("just some prose without a single address\nnothing tabular here\n")
+    (tmp / "nocol.csv").write_text("name,phone\nJane,123\nJohn,456\n")
+    (tmp / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(4096))
+    with (tmp / "oneline.csv").open("wb") as fh:
+        chunk = b"a" * (1 << 20)
+        for _ in range(50):
+            fh.write(chunk)
+    return {
+        "missing": (tmp / "missing.csv", "no such file"),
+        "not tabular": (tmp / "notes.txt", "notes.txt"),
+        "no email column": (tmp / "nocol.csv", "no email column"),
+        "binary": (tmp / "image.png", "image.png"),
+        "50 MB single line": (tmp / "oneline.csv", "oneline.csv"),
+    }
+
+
+def test_bad_input_one_line_exit_2_warehouse_untouched(cli_env, tmp_path: Path) -> None:
+    db = tmp_path / "wh.duckdb"
+    for case, (path, words) in bad_inputs(tmp_path).items():
+        proc = mailsift(["run", str(path), "--db", str(db), "--out", str(tmp_path / "out")], cli_env, tmp_path)
+        assert proc.returncode == 2, (case, proc.stdout, proc.stderr)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("mailsift:")]
+        assert len(errors) == 1 and words in errors[0] and path.name in errors[0], (case, proc.stderr)
+        assert "Traceback" not in proc.stderr + proc.stdout, case
+        assert not db.exists(), case
+        assert not (tmp_path / "out").exists(), case
+
+
+def test_cli_run_with_the_sandbox_backend(cli_env, tmp_path: Path) -> None:
+    src = write_export(tmp_path / "e.csv", ["a@valid.test", "b@invalid.test", "c@elsewhere.test", "bad@"])
+    proc = mailsift(["run", str(src), "--backend", "sandbox", "--db", "wh.duckdb", "--out", "out"],
+                    {**cli_env, "MAILSIFT_ALLOW_TEST_DOMAINS": "true"}, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    got = dict(sql(tmp_path / "wh.duckdb", "SELECT email, status FROM latest_verifications"))
+    assert got == {"a@valid.test": "valid", "b@invalid.test": "invalid", "c@elsewhere.test": "risky",
+                   "bad@": "invalid"}
+    assert sql(tmp_path / "wh.duckdb", "SELECT DISTINCT backend FROM verifications") == [("sandbox",)]
+    assert [r["Work Email"] for r in read_csv(tmp_path / "out" / "valid.csv")] == ["a@valid.test"]
+
+
+def test_cli_gate_failure_exits_1(cli_env, world: World, tmp_path: Path) -> None:
+    world.add_domain("grey.test", "greylist")
+    src = write_export(tmp_path / "e.csv", [f"u{i}@grey.test" for i in range(5)])
+    proc = mailsift(["run", str(src), "--db", "wh.duckdb", "--out", "out"], {**cli_env, **world.env()}, tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "quality gate failed" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+    gate = mailsift(["gate", "--db", "wh.duckdb", "--json"], cli_env, tmp_path)
+    assert gate.returncode == 1
+    report = json.loads(gate.stdout)
+    assert [r["name"] for r in report["results"] if not r["success"]] == ["unknown_share_within_threshold"]
+    lenient = mailsift(["gate", "--db", "wh.duckdb", "--max-unknown-share", "1"], cli_env, tmp_path)
+    assert lenient.returncode == 0, lenient.stdout
+
+
+def test_cli_gate_cannot_run_exits_2(cli_env, tmp_path: Path) -> None:
+    proc = mailsift(["gate", "--db", "nope.duckdb"], cli_env, tmp_path)
+    assert proc.returncode == 2 and "nope.duckdb" in proc.stderr
+    (tmp_path / "junk.duckdb").write_bytes(b"not a database at all" * 100)
+    proc = mailsift(["gate", "--db", "junk.duckdb"], cli_env, tmp_path)
+    assert proc.returncode == 2 and "junk.duckdb" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_api_key_refused_stops_the_run_with_one_message(cli_env, tmp_path: Path) -> None:
+    src = write_export(tmp_path / "e.csv", [f"u{i}@example.com" for i in range(5)])
+    with HttpServer() as api:
+        api.set_default("/verify", Reply(401, body={"error": "bad key"}))
+        env = {**cli_env, "MAILSIFT_API_URL": api.url, "MAILSIFT_API_KEY": "sk-live-abcdef123456"}
+        proc = mailsift(["run", str(src), "--backend", "api", "--db", "wh.duckdb"], env, tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "API key rejected" in proc.stderr
+    assert "sk-live-abcdef123456" not in proc.stderr + proc.stdout
+
+
+def test_killed_run_resumes_without_losing_or_repeating_addresses(cli_env, world: World, tmp_path: Path) -> None:
+    from mailsift.testing.smtp_server import Behaviour
+
+    domains = [f"d{n}.test" for n in range(12)]
+    for d in domains:
+        world.add_domain(d, Behaviour(mailboxes=None, latency=0.05))
+    emails = [f"u{i}@{d}" for d in domains for i in range(10)]
+    src = write_export(tmp_path / "e.csv", emails)
+    env = {**cli_env, **world.env()}
+    args = ["run", str(src), "--db", "wh.duckdb", "--out", "out", "--batch-size", "10"]
+    proc = subprocess.Popen([sys.executable, "-m", "mailsift.cli", *args], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    seen = 0
+    for line in proc.stdout:  # kill after a few batches were stored
+        if "progress:" in line:
+            seen += 1
+            if seen >= 3:
+                break
+        assert time.monotonic() < deadline
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stored = sql(tmp_path / "wh.duckdb", "SELECT count(*) FROM verifications")[0][0]
+    assert 0 < stored < len(emails)
+
+    again = mailsift(args, env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    per_email = sql(tmp_path / "wh.duckdb", "SELECT email, count(*) FROM verifications GROUP BY email")
+    assert len(per_email) == len(emails)  # none lost
+    assert all(n == 1 for _, n in per_email)  # none verified twice
+
+
+def test_every_flow_imports_and_every_deployment_resolves() -> None:
+    from deployments.serve import DEPLOYMENTS, build
+    from prefect.flows import load_flow_from_entrypoint
+
+    names = set()
+    for spec in DEPLOYMENTS.values():
+        flow = load_flow_from_entrypoint(spec["entrypoint"])
+        names.add(flow.name)
+    assert names == {"verify-crm-exports", "reverify-stale"}
+    deployments = {d.name: d for d in build()}
+    daily = deployments["daily"]
+    assert daily.concurrency_limit == 1 or daily.concurrency_limit.limit == 1
+    assert daily.concurrency_options.collision_strategy == "CANCEL_NEW"
+    assert [s.schedule.cron for s in daily.schedules] == ["0 3 * * *"]
