@@ -20,7 +20,7 @@ from mailsift.verifier import PORT25_HELP
 from tasks.normalize import batches_by_domain
 from tasks.steps import quality_gate, verify_batch
 from tasks.verify import settings_with
-from warehouse import Warehouse, results_frame
+from warehouse import RESULT_SCHEMA, Warehouse
 
 __all__ = ["RunCounters", "verify_and_load", "gate_results", "publish_summary", "push_webhooks"]
 
@@ -69,7 +69,7 @@ def verify_and_load(
             counters.n_failed_batches += 1
             logger.error("a batch failed after retries and will be verified by the next run: %s", exc)
             continue
-        inserted = wh.append_verifications(results_frame(rows), run_id=run_id, backend=backend)
+        inserted = wh.append_verifications(pl.DataFrame(rows, schema=RESULT_SCHEMA), run_id=run_id, backend=backend)
         counters.n_verified += inserted
         done += len(rows)
         reached += sum(1 for r in rows if r["smtp_reachable"])

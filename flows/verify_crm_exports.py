@@ -79,8 +79,9 @@ def verify_crm_exports(
     try:
         t0 = time.perf_counter()
         extracted = extract_contacts(sources, email_column, work_dir, return_state=True)
-        if extracted.is_failed():
-            return extracted  # one readable line naming the source; the warehouse is untouched
+        if extracted.is_failed():  # one readable line naming the source; the warehouse is untouched
+            error = extracted.result(raise_on_failure=False)
+            return Failed(message=str(error), data=error)
         info = extracted.result()
         counters.n_source_rows = info["n_rows"]
         counters.n_without_email = info["n_without_email"]

@@ -91,24 +91,17 @@ def test_run_twice_second_run_reuses_the_warehouse(crm_world: World, tmp_path: P
     again = run_flow(sources=[str(src)], db=str(db), out_dir=str(out))
     assert again.is_completed(), again.message
     second = again.result()
-    # unknown (greylisted) results are retried by the next run; everything else is reused
-    assert second["from_warehouse"] == 25 and second["verified_now"] == 1
-    assert sum(s.connections for s in crm_world.smtp.servers) == connections + 1
-    assert sql(db, "SELECT count(*) FROM verifications")[0][0] == rows_before + 1
+    assert second["from_warehouse"] == 26 and second["verified_now"] == 0
+    assert second["by_status"] == summary["by_status"]
+    assert sum(s.connections for s in crm_world.smtp.servers) == connections  # no SMTP at all
+    assert sql(db, "SELECT count(*) FROM verifications")[0][0] == rows_before
     assert sql(db, "SELECT count(*) FROM runs WHERE status = 'completed'")[0][0] == 2
 
-
-def test_second_run_makes_no_smtp_connection_when_all_is_fresh(crm_world: World, tmp_path: Path) -> None:
-    src = write_export(tmp_path / "e.csv", [f"user{i}@acme.test" for i in range(10)] + ["z@globex.test"])
-    db = tmp_path / "wh.duckdb"
-    assert run_flow(sources=[str(src)], db=str(db), out_dir=str(tmp_path / "o1")).is_completed()
-    before = sum(s.connections for s in crm_world.smtp.servers)
-    n = sql(db, "SELECT count(*) FROM verifications")[0][0]
-    state = run_flow(sources=[str(src)], db=str(db), out_dir=str(tmp_path / "o2"))
-    assert state.is_completed()
-    assert sum(s.connections for s in crm_world.smtp.servers) == before
-    assert sql(db, "SELECT count(*) FROM verifications")[0][0] == n
-    assert state.result()["from_warehouse"] == 11
+    # an 'unknown' (greylisted) result is re-checked once older than retry_unknown_after_minutes
+    third = run_flow(sources=[str(src)], db=str(db), out_dir=str(out), retry_unknown_after_minutes=0)
+    assert third.is_completed(), third.message
+    assert (third.result()["from_warehouse"], third.result()["verified_now"]) == (25, 1)
+    assert sql(db, "SELECT count(*) FROM verifications WHERE email = 'b@grey.test'")[0][0] == 2
 
 
 def test_reverify_rechecks_what_is_older_than_30_days_and_keeps_history(crm_world: World, tmp_path: Path) -> None:
@@ -293,3 +286,12 @@ def test_every_flow_imports_and_every_deployment_resolves() -> None:
     assert daily.concurrency_limit == 1 or daily.concurrency_limit.limit == 1
     assert daily.concurrency_options.collision_strategy == "CANCEL_NEW"
     assert [s.schedule.cron for s in daily.schedules] == ["0 3 * * *"]
+
+
+def test_flow_itself_refuses_a_broken_file_without_touching_the_warehouse(tmp_path: Path) -> None:
+    (tmp_path / "nocol.csv").write_text("name,phone\nJane,123\n")
+    db = tmp_path / "wh.duckdb"
+    state = run_flow(sources=[str(tmp_path / "nocol.csv")], db=str(db), out_dir=str(tmp_path / "out"))
+    assert state.is_failed()
+    assert "nocol.csv" in state.message and "no email column" in state.message
+    assert not db.exists() and not (tmp_path / "out").exists()
