@@ -21,8 +21,9 @@ def addresses(rng: random.Random) -> list[str]:
         out += [f"{local}@{domain}" for local in locals_]
         out += [f"{rng.choice(['old', 'former', 'x'])}.{local}@{domain}" for local in locals_[:4]]  # 550
     out += ["closed.account@acme-corp.test", "full.box@acme-corp.test"]
-    out += [f"{n}@globex.test" for n in ("ceo", "finance", "m.jones", "a.patel", "k.lee")]
-    out += [f"{n}@umbrella.test" for n in ("alice", "bob", "carol")]
+    out += [f"{n}@globex.test" for n in ("ceo", "finance", "m.jones", "a.patel", "k.lee", "r.diaz",
+                                           "t.nguyen", "s.olsen")]
+    out += [f"{n}@umbrella.test" for n in ("alice", "bob", "carol", "dave")]
     out += [f"{n}@parked-domain.test" for n in ("sales", "jim")]
     out += [f"{n}@gone-startup.test" for n in ("founder", "dev", "hello")]
     out += [f"{n}@broken-dns.test" for n in ("ops", "pat")]
@@ -54,7 +55,7 @@ def main() -> None:
     record = 100200
     for email in addresses(rng):
         first, last = rng.choice(FIRST), rng.choice(LAST)
-        for _ in range(1 if rng.random() < 0.8 else 2):  # some contacts appear twice
+        for _ in range(rng.choice([1, 1, 1, 2, 2, 3])):  # contacts appear in several CRM records
             record += rng.randint(1, 9)
             rows.append({
                 "Record ID": str(record),

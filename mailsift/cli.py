@@ -149,9 +149,10 @@ def _print_table(results: list[Any]) -> None:
     from rich.table import Table
 
     colours = {"valid": "green", "risky": "yellow", "unknown": "blue", "invalid": "red"}
-    table = Table(show_lines=False)
-    for col in ("email", "status", "score", "reason", "suggestion", "provider", "smtp"):
-        table.add_column(col)
+    table = Table(show_lines=False, box=None, pad_edge=False)
+    for col in ("email", "status", "score", "reason", "suggestion", "provider"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("smtp", no_wrap=True, overflow="ellipsis", max_width=40)
     for r in results:
         smtp = f"{r.smtp_code} {r.smtp_message or ''}".strip() if r.smtp_code else ""
         table.add_row(
@@ -163,7 +164,10 @@ def _print_table(results: list[Any]) -> None:
             r.provider or "",
             smtp[:60],
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console.width = 160  # piped: keep one line per address
+    console.print(table)
 
 
 # -- the pipeline ---------------------------------------------------------------------
@@ -227,9 +231,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
     console = Console(stderr=False)
     table = Table(title=f"mailsift {summary.get('flow', '')}", show_header=False)
     for key in ("source_rows", "rows_without_email", "unique_addresses", "from_warehouse",
-                "verified_now", "gate", "unknown_share"):
+                "verified_now", "gate"):
         if key in summary:
             table.add_row(key.replace("_", " "), str(summary[key]))
+    if summary.get("unknown_share") is not None:
+        table.add_row("unknown share", f"{100 * summary['unknown_share']:.1f}%")
     for status in ("valid", "risky", "invalid", "unknown"):
         table.add_row(f"  {status}", str(summary.get("by_status", {}).get(status, 0)))
     console.print(table)
@@ -421,7 +427,9 @@ def demo(
 
         state = verify_crm_exports(sources=[str(example)], out_dir=str(out), db=str(db), return_state=True)
         if state.is_completed():
-            typer.echo(DEMO_SQL.format(db=db))
+            _print_summary(state.result())
+            typer.echo("\n" + DEMO_SQL.format(db=db))
+            raise typer.Exit(EXIT_OK)
         _finish(state)
 
 

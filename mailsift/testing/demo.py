@@ -34,15 +34,17 @@ DEMO_DOMAINS: dict[str, str] = {
 def demo_mailboxes() -> dict[str, list[str]]:
     """The mailboxes that exist in the demo world, by domain."""
     people = ["jane.doe", "john.smith", "maria.garcia", "wei.chen", "aisha.khan", "liam.obrien",
-              "sofia.rossi", "noah.muller", "emma.dubois", "lucas.silva", "info", "sales",
-              "olivia.brown", "ethan.jones"]
+              "sofia.rossi", "noah.muller", "emma.dubois", "lucas.silva", "olivia.brown",
+              "ethan.jones", "chloe.martin", "zoe.bernard", "renee.petit", "jose.santos",
+              "amara.okafor", "kenji.tanaka", "ingrid.larsen", "pablo.ruiz", "fatima.zahra",
+              "oscar.nilsson", "mei.lin", "tomas.novak", "hana.kim", "david.cohen"]
     return {
-        "acme-corp.test": people[:10] + ["info", "sales", "closed.account", "full.box"],
-        "initech.test": people[2:12],
-        "stark-industries.test": people[:8],
-        "wayne-enterprises.test": people[4:12],
-        "gmail.com": people,
-        "outlook.com": people[:9],
+        "acme-corp.test": people[:18] + ["info", "sales", "support", "closed.account", "full.box"],
+        "initech.test": people[2:16],
+        "stark-industries.test": people[:12],
+        "wayne-enterprises.test": people[4:16],
+        "gmail.com": people + ["info"],
+        "outlook.com": people[:16],
     }
 
 
