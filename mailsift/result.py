@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 __all__ = [
@@ -73,7 +73,7 @@ CHECK_NAMES: tuple[str, ...] = (
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,14 +136,14 @@ class VerificationResult:
         return row
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "VerificationResult":
+    def from_dict(cls, data: dict[str, Any]) -> VerificationResult:
         """Inverse of :meth:`to_dict` (also accepts flat rows from :meth:`to_row`)."""
         checks_src = data.get("checks") or {k: data.get(k) for k in CHECK_NAMES}
         verified_at = data.get("verified_at") or utcnow()
         if isinstance(verified_at, str):
             verified_at = datetime.fromisoformat(verified_at)
         if verified_at.tzinfo is None:
-            verified_at = verified_at.replace(tzinfo=timezone.utc)
+            verified_at = verified_at.replace(tzinfo=UTC)
         return cls(
             email=data["email"],
             status=data["status"],

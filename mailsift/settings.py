@@ -18,7 +18,7 @@ class Nameserver(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, ip: str, port: int = 53) -> "Nameserver":
+    def __new__(cls, ip: str, port: int = 53) -> Nameserver:
         return super().__new__(cls, (ip, port))
 
     @property
@@ -30,7 +30,7 @@ class Nameserver(tuple):
         return self[1]
 
     @classmethod
-    def parse(cls, text: str) -> "Nameserver":
+    def parse(cls, text: str) -> Nameserver:
         import ipaddress
 
         text = text.strip()
@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     backend: Backend = "local"
     api_url: str | None = None
     api_key: SecretStr | None = None
+    api_key_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the API key (instead of api_key)."
+    )
     api_timeout: float = Field(10.0, gt=0)
     api_rate_limit: int = Field(60, gt=0, description="Requests per minute to the API.")
     api_concurrency: int = Field(5, gt=0)

@@ -82,15 +82,15 @@ _DNS_OUTCOME: dict[str, tuple[str, str]] = {
 class Evidence:
     """What the layers found out about one syntactically valid address."""
 
-    address: "Address"
+    address: Address
     disposable: bool
     role_based: bool
     free_provider: bool
     suggestion_domain: str | None  # a candidate; offered only if the domain takes no mail
-    mx: "MxResult | None" = None  # None: DNS not consulted (disposable)
+    mx: MxResult | None = None  # None: DNS not consulted (disposable)
     provider: str | None = None
     accepts_all: bool = False  # provider rule: every RCPT gets 250 there
-    rcpt: "RcptOutcome | None" = None  # None: SMTP not run
+    rcpt: RcptOutcome | None = None  # None: SMTP not run
     catch_all: bool | None = None
     smtp_enabled: bool = True
 
@@ -101,7 +101,7 @@ def _result(email: str, status: str, reason: str, checks: Checks, **extra: objec
     )
 
 
-def syntax_result(problem: "SyntaxProblem", verified_at: datetime | None = None) -> VerificationResult:
+def syntax_result(problem: SyntaxProblem, verified_at: datetime | None = None) -> VerificationResult:
     return _result(
         problem.email,
         "invalid",

@@ -67,7 +67,7 @@ class Verifier:
         self.stats = VerifierStats()
         self._port25_warned = False
 
-    async def __aenter__(self) -> "Verifier":
+    async def __aenter__(self) -> Verifier:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

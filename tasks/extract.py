@@ -621,7 +621,7 @@ def _sniff_delimiter(sample: str, *, tab_hint: bool) -> str:
         try:
             rows = [
                 r
-                for _, r in zip(range(200), csv.reader(io.StringIO(sample), delimiter=delimiter))
+                for _, r in zip(range(200), csv.reader(io.StringIO(sample), delimiter=delimiter), strict=False)
                 if r
             ]
         except csv.Error:
@@ -691,7 +691,7 @@ def _read_json_text(source: str, text: str, *, ndjson_hint: bool) -> pl.DataFram
     for row in flat:
         columns.update(dict.fromkeys(row))
     names = _dedupe_names(columns)
-    data = {name: [row.get(key) for row in flat] for name, key in zip(names, columns)}
+    data = {name: [row.get(key) for row in flat] for name, key in zip(names, columns, strict=False)}
     return pl.DataFrame(data, schema={name: pl.String for name in names})
 
 
@@ -846,7 +846,7 @@ def _email_scores(df: pl.DataFrame, columns: Sequence[str]) -> dict[str, float]:
         hits = values.str.contains(_LOOKS_LIKE_EMAIL).sum()
         exprs.append(pl.when(filled > 0).then(hits / filled).otherwise(0.0).alias(f"s{i}"))
     row = sample.select(exprs).row(0)
-    return {c: float(v or 0.0) for c, v in zip(columns, row)}
+    return {c: float(v or 0.0) for c, v in zip(columns, row, strict=False)}
 
 
 def _find_email_column(source: str, df: pl.DataFrame, requested: str | None) -> tuple[str, str]:

@@ -299,7 +299,7 @@ def render_table(report: GateReport) -> str:
     def line(cells: tuple[str, str, str, str]) -> str:
         first = "  ".join(
             cell.rjust(w) if i == 2 else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(cells[:3], widths))
+            for i, (cell, w) in enumerate(zip(cells[:3], widths, strict=False))
         )
         return f"{first}  {cells[3]}".rstrip()
 
@@ -578,7 +578,7 @@ def _suite_expectations(data: _GateData, config: GateConfig) -> dict[str, Any]:
                 "column": "status",
                 "value_set": ["invalid"],
                 # Rows with a status outside the four are status_in_set's to name.
-                "row_condition": (Column("syntax_valid") == False)
+                "row_condition": (Column("syntax_valid") == False)  # noqa: E712 (GX condition)
                 & Column("status").is_in(STATUSES),
             },
         ),
@@ -588,7 +588,7 @@ def _suite_expectations(data: _GateData, config: GateConfig) -> dict[str, Any]:
             {
                 "column": "status",
                 "value_set": ["valid"],
-                "row_condition": Column("disposable") == True,
+                "row_condition": Column("disposable") == True,  # noqa: E712 (GX condition)
             },
         ),
         (

@@ -26,9 +26,8 @@ def world():
 @pytest.fixture(scope="session")
 def prefect_harness():
     """Prefect's test harness: a temporary database and API for the session."""
-    from prefect.testing.utilities import prefect_test_harness
-
     import prefect.settings
+    from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
         yield prefect.settings.PREFECT_API_URL.value()

@@ -273,8 +273,9 @@ def test_killed_run_resumes_without_losing_or_repeating_addresses(cli_env, world
 
 
 def test_every_flow_imports_and_every_deployment_resolves() -> None:
-    from deployments.serve import DEPLOYMENTS, build
     from prefect.flows import load_flow_from_entrypoint
+
+    from deployments.serve import DEPLOYMENTS, build
 
     names = set()
     for spec in DEPLOYMENTS.values():

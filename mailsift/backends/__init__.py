@@ -60,7 +60,7 @@ def get_backend(settings: Settings, *, api_key_block: str | None = None) -> Back
     if name == "api":
         from mailsift.backends.api import ApiBackend
 
-        return ApiBackend(settings, api_key_block=api_key_block)
+        return ApiBackend(settings, api_key_block=api_key_block or settings.api_key_block)
     if name == "sandbox":
         from mailsift.backends.sandbox import SandboxBackend
 

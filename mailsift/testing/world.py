@@ -50,7 +50,7 @@ class World:
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def start(self) -> "World":
+    def start(self) -> World:
         if not self._started:
             self.dns.start()
             self.smtp.start()
@@ -63,7 +63,7 @@ class World:
             self.dns.stop()
             self._started = False
 
-    def __enter__(self) -> "World":
+    def __enter__(self) -> World:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -199,6 +199,6 @@ def _refine(
     return replace(base, **changes) if changes else base
 
 
-def _loopback_ips() -> "itertools.Iterator[str]":
+def _loopback_ips() -> itertools.Iterator[str]:
     """127.0.1.1, 127.0.1.2, ... (127.0.0.x is left to other local services)."""
     return (f"127.0.{b}.{c}" for b in range(1, 255) for c in range(1, 255))
