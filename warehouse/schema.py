@@ -33,6 +33,8 @@ from duckdb_engine import Dialect as DuckDBDialect
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateTable, SetColumnComment, SetTableComment
 
+from mailsift.result import CHECK_NAMES
+
 __all__ = [
     "CHECK_COLUMNS",
     "QUALITY_SCOPES",
@@ -56,16 +58,7 @@ __all__ = [
 metadata = sa.MetaData()
 
 #: The contract's check names, kept verbatim as column names so JSON and SQL agree.
-CHECK_COLUMNS: tuple[str, ...] = (
-    "syntax_valid",
-    "domain_exists",
-    "mx_found",
-    "smtp_reachable",
-    "disposable",
-    "role_based",
-    "catch_all",
-    "free_provider",
-)
+CHECK_COLUMNS: tuple[str, ...] = CHECK_NAMES
 
 RUN_STATUSES: tuple[str, ...] = ("running", "completed", "failed", "gate_failed")
 RUN_COUNT_COLUMNS: tuple[str, ...] = (

@@ -1,0 +1,338 @@
+"""Pipeline overhead: ``mailsift run`` vs the engine alone, on the same addresses.
+
+    .venv/bin/python benchmarks/bench_pipeline.py [--addresses 10000] [--latency 0.05]
+        [--batch-size 500] [--quick] [--no-subprocess] [--verbose]
+
+Builds the benchmark world (``benchmarks/world.py``), writes its addresses as a CRM
+export (CSV) in a temporary directory, and times, in this order:
+
+1. the engine alone: ``Verifier.verify_many`` over the unique addresses (no Prefect,
+   no DuckDB), settings from the world's ``MAILSIFT_*`` environment (smtp_timeout 5 s);
+2. Prefect's ephemeral API server start-up: a trivial flow run (paid once per process,
+   reported apart and NOT in the pipeline's wall time);
+3. the pipeline in-process: ``flows.verify_crm_exports.verify_crm_exports`` (what
+   ``mailsift run`` calls) on a fresh DuckDB warehouse;
+   orchestration share = (pipeline wall - engine wall) / pipeline wall;
+4. the same flow again on the same warehouse: everything fresh, nothing verified;
+5. unless ``--no-subprocess``: ``mailsift run`` as a subprocess on another fresh
+   warehouse, end to end (interpreter, imports, its own API server), after a warm-up run
+   on a one-address export so that its PREFECT_HOME is not a fresh one.
+
+SMTP connections are counted on the server side. Peak memory: ``ru_maxrss`` of this
+process (RUSAGE_SELF, monotonic: it includes the world and earlier steps), the Prefect
+API server subprocess (VmHWM), and for ``mailsift run`` RUSAGE_CHILDREN (the largest
+process of its tree, its own API server included) plus its own RUSAGE_SELF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench_engine import (  # noqa: E402
+    _warm_reputation,
+    max_concurrent,
+    reset_servers,
+    run_engine,
+    server_counts,
+)
+from benchmarks.world import describe, plan_world, populate  # noqa: E402
+from mailsift.testing.world import World  # noqa: E402
+
+__all__ = ["main", "write_crm_export"]
+
+HEADER = ["Record ID", "First Name", "Last Name", "Email", "Company", "Lifecycle Stage"]
+_STAGES = ("Lead", "Customer", "Churned", "Opportunity")
+
+
+def write_crm_export(path: Path, emails: list[str]) -> Path:
+    """A CRM-like CSV (UTF-8 with BOM, as CRMs export it), one row per address."""
+    with path.open("w", encoding="utf-8-sig", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(HEADER)
+        for i, email in enumerate(emails, start=1):
+            local, _, domain = email.partition("@")
+            first, _, last = local.partition(".")
+            w.writerow([100000 + i, first.title(), last.rstrip("0123456789").title(), email,
+                        domain.split(".")[0].title(), _STAGES[i % len(_STAGES)]])
+    return path
+
+
+def _mb(kib: int) -> float:
+    return kib / 1024  # Linux reports ru_maxrss in KiB
+
+
+def _self_rss() -> float:
+    return _mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _children_rss() -> float:
+    return _mb(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+
+
+def _child_processes() -> list[tuple[int, str, float]]:
+    """(pid, command, VmHWM MB) of this process's live children (Linux /proc)."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid != me:
+                continue
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            hwm = next((ln for ln in (entry / "status").read_text().splitlines()
+                        if ln.startswith("VmHWM:")), "VmHWM: 0 kB")
+            found.append((int(entry.name), cmd.strip()[:80], int(hwm.split()[1]) / 1024))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _warehouse_counts(db: Path) -> dict[str, int]:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        out = {}
+        for name in ("contacts", "verifications", "latest_verifications"):
+            out[name] = con.sql(f"select count(*) from {name}").fetchall()[0][0]
+        return out
+    finally:
+        con.close()
+
+
+def _set_environment(tmp: Path, world: World, smtp_timeout: float, verbose: bool) -> None:
+    """Before Prefect is imported: a private PREFECT_HOME, no telemetry, the world's DNS
+    and SMTP servers through MAILSIFT_*."""
+    os.environ.update(
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        GX_ANALYTICS_ENABLED="false",
+        PREFECT_HOME=str(tmp / "prefect-home"),
+    )
+    if not verbose:
+        os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    if os.environ.pop("PREFECT_API_URL", None):
+        print("(PREFECT_API_URL unset for this benchmark: it measures the ephemeral server)")
+    os.environ.update(world.env(smtp_timeout=smtp_timeout))
+
+
+def _run_subprocess(args: list[str], env: dict[str, str], timeout: float) -> tuple[float, int, float, str]:
+    """``mailsift <args>`` in a new interpreter; (wall, exit code, its own peak RSS MB, stderr tail)."""
+    code = (
+        "import atexit, resource, sys\n"
+        "atexit.register(lambda: print('BENCH_MAXRSS_KB', "
+        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))\n"
+        f"sys.argv = ['mailsift', *{args!r}]\n"
+        "from mailsift.cli import main\n"
+        "main()\n"
+    )
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    wall = time.perf_counter() - t0
+    rss = 0.0
+    for line in proc.stderr.splitlines():
+        if line.startswith("BENCH_MAXRSS_KB"):
+            rss = _mb(int(line.split()[1]))
+    tail = "\n".join(ln for ln in proc.stderr.splitlines()[-15:] if not ln.startswith("BENCH_"))
+    return wall, proc.returncode, rss, tail
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--addresses", type=int, default=None, help="list size (default 10,000)")
+    parser.add_argument("--quick", action="store_true", help="1,000 addresses")
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds before every SMTP reply")
+    parser.add_argument("--smtp-timeout", type=float, default=5.0)
+    parser.add_argument("--batch-size", type=int, default=500, help="the flow's batch_size")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--no-subprocess", action="store_true", help="skip `mailsift run` as a subprocess")
+    parser.add_argument("--verbose", action="store_true", help="Prefect's INFO logs (progress per batch)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--max-seconds", type=float, default=1800, help="bound on each step")
+    args = parser.parse_args(argv)
+    n = args.addresses or (1_000 if args.quick else 10_000)
+
+    plan = plan_world(n, latency=args.latency, seed=args.seed)
+    emails = list(plan.emails)
+    big = plan.largest.domain
+    tmp = Path(tempfile.mkdtemp(prefix="mailsift-bench-pipeline-"))
+    world = populate(World(), plan)
+    world.start()
+    figures: dict[str, Any] = {}
+    try:
+        _set_environment(tmp, world, args.smtp_timeout, args.verbose)
+        src = write_crm_export(tmp / "crm_export.csv", emails)
+        print("mailsift pipeline benchmark")
+        print(describe(plan))
+        print(f"export: {src} ({n:,} rows); temp dir {tmp}")
+
+        from mailsift.settings import Settings
+
+        settings = Settings()  # from the MAILSIFT_* variables, as the flow's tasks build theirs
+        print(f"engine settings: concurrency {settings.concurrency}, per_domain_concurrency "
+              f"{settings.per_domain_concurrency}, smtp_timeout {settings.smtp_timeout} s; "
+              f"flow batch_size {args.batch_size}")
+        _warm_reputation()
+
+        # -- 1. the engine alone
+        print(f"\n[1/5] engine alone: Verifier.verify_many over {n:,} addresses", flush=True)
+        reset_servers(world)
+        engine = asyncio.run(run_engine(settings, emails, args.max_seconds))
+        figures["engine"] = {"wall": engine["wall"], **server_counts(world),
+                             "maxc": max_concurrent(world, big), "rss": _self_rss()}
+        print(f"  done in {engine['wall']:.1f} s", flush=True)
+
+        # -- 2. Prefect's API server
+        print("\n[2/5] Prefect: import and ephemeral API server start-up (trivial flow run)", flush=True)
+        t0 = time.perf_counter()
+        from prefect import flow
+
+        from flows.verify_crm_exports import verify_crm_exports
+        t_import = time.perf_counter() - t0
+
+        @flow(name="bench-warm-up")
+        def warm_up() -> int:
+            return 1
+
+        t0 = time.perf_counter()
+        warm_up()
+        t_server = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        warm_up()
+        t_trivial = time.perf_counter() - t0
+        figures["prefect"] = {"import": t_import, "first_flow": t_server, "trivial_flow": t_trivial}
+        print(f"  imports {t_import:.1f} s; first flow run (API server start) {t_server:.1f} s; "
+              f"a trivial flow run after that {t_trivial:.2f} s", flush=True)
+
+        def pipeline(db: Path, out: Path) -> tuple[float, dict[str, Any]]:
+            t0 = time.perf_counter()
+            state = verify_crm_exports(sources=[str(src)], out_dir=str(out), db=str(db),
+                                       batch_size=args.batch_size, return_state=True)
+            wall = time.perf_counter() - t0
+            if not state.is_completed():
+                raise SystemExit(f"the flow did not complete: {state.type} {state.message}")
+            return wall, state.result()
+
+        # -- 3. the pipeline, cold warehouse
+        db = tmp / "warehouse.duckdb"
+        print(f"\n[3/5] pipeline in-process: verify_crm_exports on {n:,} rows, fresh warehouse",
+              flush=True)
+        reset_servers(world)
+        wall, summary = pipeline(db, tmp / "out-1")
+        figures["pipeline"] = {"wall": wall, **server_counts(world), "maxc": max_concurrent(world, big),
+                               "rss": _self_rss(), "summary": summary, "rows": _warehouse_counts(db)}
+        print(f"  done in {wall:.1f} s", flush=True)
+
+        # -- 4. again: everything from the warehouse
+        print("\n[4/5] pipeline again on the same warehouse (all results fresh)", flush=True)
+        reset_servers(world)
+        wall, summary = pipeline(db, tmp / "out-2")
+        figures["again"] = {"wall": wall, **server_counts(world), "summary": summary,
+                            "rows": _warehouse_counts(db)}
+        print(f"  done in {wall:.1f} s", flush=True)
+        figures["server_procs"] = _child_processes()
+
+        # -- 5. `mailsift run` as a subprocess
+        if not args.no_subprocess:
+            print("\n[5/5] `mailsift run` as a subprocess, fresh warehouse", flush=True)
+            env = dict(os.environ)
+            env["PREFECT_HOME"] = str(tmp / "prefect-home-cli")  # not shared with this process's server
+            env.pop("PREFECT_LOGGING_LEVEL", None)
+            env["PREFECT_LOGGING_LEVEL"] = "WARNING"
+            one = write_crm_export(tmp / "one.csv", [emails[0]])
+            w_wall, w_code, _, w_tail = _run_subprocess(
+                ["run", str(one), "--db", str(tmp / "cli-warm.duckdb"), "--out", str(tmp / "out-cli-warm")],
+                env, args.max_seconds,
+            )
+            print(f"  warm-up on a 1-address export (fresh PREFECT_HOME): {w_wall:.1f} s, exit {w_code}",
+                  flush=True)
+            reset_servers(world)
+            children_before = _children_rss()
+            cli_db = tmp / "cli.duckdb"
+            s_wall, s_code, s_rss, s_tail = _run_subprocess(
+                ["run", str(src), "--db", str(cli_db), "--out", str(tmp / "out-cli"),
+                 "--batch-size", str(args.batch_size)],
+                env, args.max_seconds,
+            )
+            figures["cli"] = {"warm_wall": w_wall, "wall": s_wall, "code": s_code, "rss": s_rss,
+                              "children_rss": _children_rss(), "children_before": children_before,
+                              **server_counts(world), "maxc": max_concurrent(world, big),
+                              "rows": _warehouse_counts(cli_db) if cli_db.exists() else {}}
+            print(f"  done in {s_wall:.1f} s, exit {s_code}", flush=True)
+            if s_code != 0 or w_code != 0:
+                print("  mailsift run said:\n" + (s_tail or w_tail))
+    finally:
+        world.stop()
+        if args.keep:
+            print(f"(kept {tmp})")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    _report(n, big, figures)
+    return 0
+
+
+def _report(n: int, big: str, f: dict[str, Any]) -> None:
+    e, p, a = f["engine"], f["pipeline"], f["again"]
+    share = (p["wall"] - e["wall"]) / p["wall"]
+    s = p["summary"]
+    print("\n" + "=" * 78)
+    print(f"{'':<46} {'wall s':>9} {'conn/addr':>10} {'max conn':>10}")
+    print(f"{'':<46} {'':>9} {'':>10} {big:>10}")
+    print(f"{'engine alone (Verifier.verify_many)':<46} {e['wall']:>9.1f} "
+          f"{e['connections'] / n:>10.3f} {e['maxc']:>10}")
+    print(f"{'pipeline in-process (verify_crm_exports)':<46} {p['wall']:>9.1f} "
+          f"{p['connections'] / n:>10.3f} {p['maxc']:>10}")
+    print(f"{'pipeline again, same warehouse':<46} {a['wall']:>9.1f} "
+          f"{a['connections'] / n:>10.3f} {'-':>10}")
+    if "cli" in f:
+        c = f["cli"]
+        print(f"{'`mailsift run` subprocess, end to end':<46} {c['wall']:>9.1f} "
+              f"{c['connections'] / n:>10.3f} {c['maxc']:>10}")
+    print("=" * 78)
+    print(f"orchestration share = (pipeline - engine) / pipeline = "
+          f"({p['wall']:.1f} - {e['wall']:.1f}) / {p['wall']:.1f} = {share:.1%}")
+    pf = f["prefect"]
+    print(f"not in the pipeline figure: Prefect imports {pf['import']:.1f} s, API server start-up "
+          f"(first flow run) {pf['first_flow']:.1f} s; a trivial flow run costs {pf['trivial_flow']:.2f} s")
+    print(f"flow's own step timings (s): {json.dumps(s.get('timings_s', {}))}")
+    print(f"SMTP connections (server side): engine {e['connections']:,}, pipeline {p['connections']:,}, "
+          f"second run {a['connections']:,}; RCPT: engine {e['rcpt']:,}, pipeline {p['rcpt']:,}")
+    print(f"statuses: {json.dumps(s.get('by_status', {}), sort_keys=True)}; gate {s.get('gate')}, "
+          f"unknown share {s.get('unknown_share')}")
+    print(f"warehouse rows after run 1: {json.dumps(p['rows'])}")
+    print(f"warehouse rows after run 2: {json.dumps(a['rows'])}  (second run: "
+          f"{a['summary'].get('from_warehouse'):,} from the warehouse, "
+          f"{a['summary'].get('verified_now'):,} verified)")
+    print(f"peak RSS of this process (ru_maxrss, monotonic): after the engine {e['rss']:.0f} MB, "
+          f"after the pipeline {p['rss']:.0f} MB")
+    for pid, cmd, hwm in f.get("server_procs", []):
+        print(f"  child process {pid} ({cmd}): peak {hwm:.0f} MB")
+    if "cli" in f:
+        c = f["cli"]
+        print(f"`mailsift run`: {c['wall']:.1f} s end to end (exit {c['code']}; warm-up run on a "
+              f"1-address export with a fresh PREFECT_HOME {c['warm_wall']:.1f} s); peak RSS: its own "
+              f"{c['rss']:.0f} MB, RUSAGE_CHILDREN {c['children_rss']:.0f} MB (largest process of "
+              f"the `mailsift run` trees, their API servers included); warehouse rows {json.dumps(c['rows'])}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
