@@ -14,15 +14,19 @@ import polars as pl
 from prefect import get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
+from prefect.states import Failed
 
 from mailsift.errors import BackendAuthError, QualityGateFailed
+from mailsift.result import utcnow
 from mailsift.verifier import PORT25_HELP
 from tasks.normalize import batches_by_domain
 from tasks.steps import quality_gate, verify_batch
 from tasks.verify import settings_with
 from warehouse import RESULT_SCHEMA, Warehouse
 
-__all__ = ["RunCounters", "verify_and_load", "gate_results", "publish_summary", "push_webhooks"]
+__all__ = [
+    "RunCounters", "verify_and_load", "gate_results", "publish_summary", "push_webhooks", "fail_run",
+]
 
 
 @dataclass
@@ -35,6 +39,16 @@ class RunCounters:
     n_failed_batches: int = 0
     smtp_note: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+    def as_counts(self) -> dict[str, int]:
+        """The counts the ``runs`` table keeps."""
+        return {
+            "n_source_rows": self.n_source_rows,
+            "n_without_email": self.n_without_email,
+            "n_unique": self.n_unique,
+            "n_from_warehouse": self.n_from_warehouse,
+            "n_verified": self.n_verified,
+        }
 
 
 def verify_and_load(
@@ -180,6 +194,18 @@ def push_webhooks(wh: Warehouse, run_id: str, url: str, secret_env: str | None,
     else:
         logger.info("webhooks: %(delivered)d batches delivered", outcome)
     return outcome
+
+
+def fail_run(wh: Warehouse, run_id: str, exc: Exception, counters: RunCounters) -> Failed:
+    """Record a run that stopped on a known condition (gate failed, API key refused...)
+    and return the Failed state whose message the CLI prints (no traceback)."""
+    if isinstance(exc, QualityGateFailed) and counters.smtp_note:
+        exc = QualityGateFailed(f"{exc}. {counters.smtp_note}")
+    status = "gate_failed" if isinstance(exc, QualityGateFailed) else "failed"
+    wh.finish_run(run_id, status=status, finished_at=utcnow(), summary={"error": str(exc)},
+                  **counters.as_counts())
+    get_run_logger().error("%s", exc)
+    return Failed(message=str(exc), data=exc)
 
 
 def counts(results: pl.DataFrame, column: str) -> dict[str, int]:

@@ -15,19 +15,19 @@ from typing import Any, Literal
 import polars as pl
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
-from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import (
     RunCounters,
     counts,
+    fail_run,
     gate_results,
     publish_summary,
     push_webhooks,
     verify_and_load,
     write_results,
 )
-from mailsift.errors import MailsiftError, QualityGateFailed
+from mailsift.errors import MailsiftError
 from mailsift.result import utcnow
 from tasks.verify import settings_with
 from warehouse import Warehouse
@@ -88,12 +88,7 @@ def reverify_stale(
                                         scope="run", max_unknown_share=max_unknown_share,
                                         max_age_days=max_age_days)
             except MailsiftError as exc:
-                status = "gate_failed" if isinstance(exc, QualityGateFailed) else "failed"
-                wh.finish_run(run_id, status=status, finished_at=utcnow(),
-                              summary={"error": str(exc)}, n_unique=counters.n_unique,
-                              n_verified=counters.n_verified)
-                logger.error("%s", exc)
-                return Failed(message=str(exc), data=exc)
+                return fail_run(wh, run_id, exc, counters)
             summary = publish_summary(FLOW_NAME, counters, counts(results, "status"),
                                       counts(results, "reason"), gate, None)
             if webhook_url and results.height:
@@ -101,7 +96,7 @@ def reverify_stale(
                     wh, run_id, webhook_url, webhook_secret_env, webhook_retry_minutes, results
                 )
             wh.finish_run(run_id, status="completed", finished_at=utcnow(), summary=summary,
-                          n_unique=counters.n_unique, n_verified=counters.n_verified)
+                          **counters.as_counts())
         return summary
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -21,13 +21,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.common import (
     RunCounters,
     counts,
+    fail_run,
     gate_results,
     publish_summary,
     push_webhooks,
     verify_and_load,
     write_results,
 )
-from mailsift.errors import MailsiftError, QualityGateFailed
+from mailsift.errors import MailsiftError
 from mailsift.result import utcnow
 from tasks.steps import extract_contacts, write_exports
 from tasks.verify import settings_with
@@ -69,7 +70,6 @@ def verify_crm_exports(
         webhook_secret_env: Name of the environment variable that holds the webhook secret.
         webhook_retry_minutes: Waits between webhook delivery attempts (5 attempts by default).
     """
-    logger = get_run_logger()
     run_id = flow_run.get_id() or f"local-{int(time.time() * 1000)}"
     settings = settings_with({"backend": backend})
     overrides = {"backend": settings.backend}
@@ -95,18 +95,14 @@ def verify_crm_exports(
                               max_age_days, retry_unknown_after_minutes, max_unknown_share,
                               batch_size, out_dir)
             except MailsiftError as exc:
-                status = "gate_failed" if isinstance(exc, QualityGateFailed) else "failed"
-                wh.finish_run(run_id, status=status, finished_at=utcnow(), summary={"error": str(exc)},
-                              **_counts(counters))
-                logger.error("%s", exc)
-                return Failed(message=str(exc), data=exc)
+                return fail_run(wh, run_id, exc, counters)
             if webhook_url:
                 result["webhooks"] = push_webhooks(
                     wh, run_id, webhook_url, webhook_secret_env, webhook_retry_minutes,
                     wh.latest(pl.read_parquet(info["unique"]).get_column("email")),
                 )
             wh.finish_run(run_id, status="completed", finished_at=utcnow(), summary=result,
-                          **_counts(counters))
+                          **counters.as_counts())
         return result
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -155,13 +151,3 @@ def _run(wh: Warehouse, info: dict[str, Any], run_id: str, backend: str, overrid
     counters.timings["export_s"] = round(time.perf_counter() - t0, 3)
     return publish_summary(FLOW_NAME, counters, counts(results, "status"), counts(results, "reason"),
                            gate, exports)
-
-
-def _counts(c: RunCounters) -> dict[str, int]:
-    return {
-        "n_source_rows": c.n_source_rows,
-        "n_without_email": c.n_without_email,
-        "n_unique": c.n_unique,
-        "n_from_warehouse": c.n_from_warehouse,
-        "n_verified": c.n_verified,
-    }

@@ -296,3 +296,20 @@ def test_flow_itself_refuses_a_broken_file_without_touching_the_warehouse(tmp_pa
     assert state.is_failed()
     assert "nocol.csv" in state.message and "no email column" in state.message
     assert not db.exists() and not (tmp_path / "out").exists()
+
+
+def test_port_25_blocked_is_said_loudly_and_nothing_goes_out(world: World, tmp_path: Path, monkeypatch) -> None:
+    from mailsift.testing.world import MxSpec
+
+    for n in range(4):  # DNS answers, but nothing listens on the SMTP port: as with port 25 blocked
+        world.add_domain(f"corp{n}.test", mx=[MxSpec(10, None)])
+    for key, value in world.env().items():
+        monkeypatch.setenv(key, value)
+    src = write_export(tmp_path / "e.csv", [f"p{i}@corp{n}.test" for n in range(4) for i in range(3)])
+    state = run_flow(sources=[str(src)], db=str(tmp_path / "wh.duckdb"), out_dir=str(tmp_path / "out"))
+    assert state.is_failed()
+    assert "unknown_share_within_threshold" in state.message
+    assert "most likely blocked" in state.message and "MAILSIFT_SMTP_ENABLED=false" in state.message
+    assert not (tmp_path / "out").exists()
+    reasons = sql(tmp_path / "wh.duckdb", "SELECT DISTINCT status, reason FROM latest_verifications")
+    assert reasons == [("unknown", "smtp_unreachable")]
