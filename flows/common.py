@@ -87,7 +87,7 @@ def verify_and_load(
         counters.n_verified += inserted
         done += len(rows)
         reached += sum(1 for r in rows if r["smtp_reachable"])
-        unreachable += sum(1 for r in rows if r["reason"] in ("smtp_unreachable", "smtp_timeout"))
+        unreachable += sum(1 for r in rows if r["reason"] == "smtp_unreachable")
         logger.info("progress: %d/%d addresses verified (%.0f%%)", done, total, 100 * done / total)
     counters.timings["verify_s"] = round(time.perf_counter() - started, 3)
     if reached == 0 and unreachable >= 3:

@@ -484,9 +484,11 @@ class _DomainRun:
                 )
         except TimeoutError:
             sock.close()
+            # Never connected: the host (or port 25 on our side) is unreachable. This is
+            # what a blocked outbound port 25 looks like (packets dropped, not refused).
             raise _Abort(
                 _Failure(
-                    "timeout",
+                    "unreachable",
                     None,
                     f"timed out connecting to {target.host} ({target.ip})",
                     target.host,

@@ -196,7 +196,7 @@ class Verifier:
 
     def _note_reachability(self, outcomes: tuple[RcptOutcome, ...]) -> None:
         self.stats.smtp_domains_tried += 1
-        if any(o.kind not in ("unreachable", "timeout") for o in outcomes):
+        if any(o.kind != "unreachable" for o in outcomes):
             self.stats.smtp_domains_reached += 1
         if (
             not self._port25_warned

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -258,3 +259,33 @@ def test_cli_usage_errors_exit_2() -> None:
                           capture_output=True, text=True, env={**os.environ, "MAILSIFT_DNS_NAMESERVERS": "not-an-ip"})
     assert proc.returncode == 2
     assert "bad nameserver" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_connect_timeout_is_unreachable_as_with_port_25_blocked(world: World) -> None:
+    """A firewall that drops SYNs (what a blocked port 25 does) makes the connect time
+    out: unknown/smtp_unreachable, not a tarpit's smtp_timeout."""
+    import socket
+
+    ip = "127.0.250.9"
+    listener = socket.socket()
+    listener.bind((ip, world.smtp.port))
+    listener.listen(0)  # never accepted: once the backlog is full, SYNs are dropped
+    fillers = []
+    try:
+        for _ in range(3):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex((ip, world.smtp.port))
+            fillers.append(s)
+        time.sleep(0.2)
+        world.dns.add_a("mx.dropped.test", ip)
+        world.dns.add_mx("dropped.test", [(10, "mx.dropped.test")])
+        started = time.perf_counter()
+        result = asyncio.run(check(world, "ann@dropped.test", smtp_timeout=0.5))
+        assert (result.status, result.reason) == ("unknown", "smtp_unreachable")
+        assert "timed out connecting" in (result.smtp_message or "")
+        assert time.perf_counter() - started < 5
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
