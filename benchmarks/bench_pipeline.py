@@ -325,7 +325,8 @@ def _report(n: int, big: str, f: dict[str, Any]) -> None:
     print(f"{'pipeline again, same warehouse':<46} {a['wall']:>9.1f} "
           f"{a['connections'] / n:>10.3f} {'-':>10}")
     m = f["engine_matched"]
-    print(f"{'engine alone, limits x ' + str(m['workers']) + " (pipeline's ceiling)":<46} {m['wall']:>9.1f} "
+    label = f"engine alone, limits x {m['workers']} (pipeline's ceiling)"
+    print(f"{label:<46} {m['wall']:>9.1f} "
           f"{m['connections'] / n:>10.3f} {m['maxc']:>10}")
     if "cli" in f:
         c = f["cli"]

@@ -313,3 +313,20 @@ def test_port_25_blocked_is_said_loudly_and_nothing_goes_out(world: World, tmp_p
     assert not (tmp_path / "out").exists()
     reasons = sql(tmp_path / "wh.duckdb", "SELECT DISTINCT status, reason FROM latest_verifications")
     assert reasons == [("unknown", "smtp_unreachable")]
+
+
+def test_demo_shows_every_verdict_path_and_reruns_from_the_warehouse(cli_env, tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "crm_export.csv"
+    args = ["demo", "--source", str(example), "--db", "demo.duckdb", "--out", "out"]
+    first = mailsift(args, cli_env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "SELECT status, reason" in first.stdout  # the SQL to try next
+    reasons = {r for (r,) in sql(tmp_path / "demo.duckdb", "SELECT DISTINCT reason FROM latest_verifications")}
+    assert reasons >= {"accepted", "mailbox_not_found", "mailbox_disabled", "mailbox_full", "catch_all",
+                       "role_based", "greylisted", "smtp_blocked", "smtp_timeout", "nxdomain", "null_mx",
+                       "dns_error", "disposable", "syntax"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"valid.csv", "risky.csv", "invalid.csv", "unknown.csv"}
+    n = sql(tmp_path / "demo.duckdb", "SELECT count(*) FROM verifications")[0][0]
+    again = mailsift(args, cli_env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert sql(tmp_path / "demo.duckdb", "SELECT count(*) FROM verifications")[0][0] == n
