@@ -1,13 +1,18 @@
 """Verify one batch of addresses through the configured backend (pure, no Prefect).
 
 A batch is a few domains' addresses (see :func:`tasks.normalize.batches_by_domain`), so
-one SMTP connection checks many of them. The engine is shared by every batch of the same
-settings in this process, so DNS answers and catch-all probes are cached across batches.
+one SMTP connection checks many of them. Prefect runs several batches at once in worker
+threads; they all hand their batch to ONE engine per settings, running on ONE event loop
+in a background thread of this process. So the engine's limits are process-wide, as
+DESIGN.md asks ("concurrency is bounded globally and per domain"): four worker threads
+do not make four times ``MAILSIFT_PER_DOMAIN_CONCURRENCY`` connections to gmail.com, and
+DNS answers and catch-all probes are cached across batches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -17,9 +22,6 @@ from mailsift.result import VerificationResult
 from mailsift.settings import Settings
 
 __all__ = ["settings_with", "verify_batch_sync", "engine_for"]
-
-_engines: dict[str, Backend] = {}
-_engines_lock = threading.Lock()
 
 
 def settings_with(overrides: dict[str, Any] | None = None) -> Settings:
@@ -31,13 +33,55 @@ def settings_with(overrides: dict[str, Any] | None = None) -> Settings:
     return Settings(**{k: v for k, v in (overrides or {}).items() if v is not None})
 
 
+class _EngineLoop:
+    """One event loop in a daemon thread, shared by every batch of this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._engines: dict[str, Backend] = {}
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="mailsift-engine", daemon=True)
+                thread.start()
+                self._loop = loop
+            return self._loop
+
+    def engine(self, settings: Settings) -> Backend:
+        key = settings.model_dump_json() + repr(settings.api_key and settings.api_key.get_secret_value())
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is None:
+                engine = self._engines[key] = get_backend(settings)
+            return engine
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop()).result()
+
+    def close(self) -> None:
+        with self._lock:
+            loop, engines = self._loop, list(self._engines.values())
+            self._loop, self._engines = None, {}
+        if loop is None or loop.is_closed():
+            return
+        for engine in engines:
+            try:
+                asyncio.run_coroutine_threadsafe(engine.aclose(), loop).result(timeout=5)
+            except Exception:  # closing is best effort at exit
+                pass
+        loop.call_soon_threadsafe(loop.stop)
+
+
+_ENGINES = _EngineLoop()
+atexit.register(_ENGINES.close)
+
+
 def engine_for(settings: Settings) -> Backend:
-    key = settings.model_dump_json()
-    with _engines_lock:
-        engine = _engines.get(key)
-        if engine is None:
-            engine = _engines[key] = get_backend(settings)
-        return engine
+    """The process-wide engine for these settings."""
+    return _ENGINES.engine(settings)
 
 
 async def _collect(backend: Backend, emails: Sequence[str]) -> list[VerificationResult]:
@@ -45,6 +89,6 @@ async def _collect(backend: Backend, emails: Sequence[str]) -> list[Verification
 
 
 def verify_batch_sync(emails: Sequence[str], overrides: dict[str, Any] | None = None) -> list[VerificationResult]:
-    """Verify ``emails`` (one result each, input order); runs its own event loop."""
+    """Verify ``emails`` (one result each, input order) on the shared engine loop."""
     backend = engine_for(settings_with(overrides))
-    return asyncio.run(_collect(backend, emails))
+    return _ENGINES.run(_collect(backend, emails))
