@@ -346,3 +346,29 @@ def test_per_domain_connection_limit_holds_across_mapped_batches(world: World, t
     assert state.is_completed(), state.message
     assert server.max_concurrent <= 2
     assert state.result()["verified_now"] == 120
+
+
+def test_failing_receiver_gets_five_attempts_then_webhooks_retry_delivers(
+    crm_world: World, cli_env, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("CRM_HOOK_SECRET", "another-secret")
+    src = write_export(tmp_path / "e.csv", [f"user{i}@acme.test" for i in range(3)])
+    db = tmp_path / "wh.duckdb"
+    with HttpServer() as receiver:
+        receiver.set_default("/hook", Reply(503))
+        state = run_flow(sources=[str(src)], db=str(db), out_dir=str(tmp_path / "o"),
+                         webhook_url=receiver.url_for("/hook"), webhook_secret_env="CRM_HOOK_SECRET",
+                         webhook_retry_minutes=[0.0002] * 5)
+        assert state.is_completed(), state.message  # a webhook outage does not fail the run
+        assert state.result()["webhooks"]["failed"] == 1
+        assert len(receiver.requests_for("/hook")) == 5
+        attempts = sql(db, "SELECT attempt, is_delivered, status_code FROM webhook_deliveries ORDER BY attempt")
+        assert attempts == [(n, False, 503) for n in range(1, 6)]
+
+        receiver.set_default("/hook", Reply(200))
+        proc = mailsift(["webhooks", "retry", "--db", str(db), "--webhook-secret-env", "CRM_HOOK_SECRET"],
+                        {**cli_env, "CRM_HOOK_SECRET": "another-secret"}, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        first, last = receiver.requests_for("/hook")[0], receiver.requests_for("/hook")[-1]
+    assert last.body == first.body and verify_signature(last.body, "another-secret", last.header("X-Webhook-Signature"))
+    assert sql(db, "SELECT max(attempt), bool_or(is_delivered) FROM webhook_deliveries") == [(6, True)]
