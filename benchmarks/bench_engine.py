@@ -47,8 +47,13 @@ from benchmarks.world import describe, plan_world, populate  # noqa: E402
 from mailsift import reputation  # noqa: E402
 from mailsift.dns import DnsResolver, MxResult  # noqa: E402
 from mailsift.result import VerificationResult  # noqa: E402
-from mailsift.settings import Settings  # noqa: E402
-from mailsift.smtp import RcptOutcome, classify_reply, sanitize_message  # noqa: E402
+from mailsift.settings import Settings
+from mailsift.smtp import (  # noqa: E402
+    PIPELINE_DEPTH,  # noqa: E402
+    RcptOutcome,
+    classify_reply,
+    sanitize_message,
+)
 from mailsift.syntax import SyntaxProblem, parse_address  # noqa: E402
 from mailsift.testing.world import World  # noqa: E402
 from mailsift.verdict import Evidence, decide, syntax_result  # noqa: E402
@@ -253,15 +258,16 @@ def _row(label: str, a: str, b: str) -> str:
 
 def _floor_estimate(plan: Any, settings: Settings) -> str:
     """The engine's lower bound set by the largest domain: its connections run
-    per_domain_concurrency at a time, each RCPT one reply (one latency) after the last."""
+    per_domain_concurrency at a time; the RCPTs of a connection go out in pipelined
+    groups of PIPELINE_DEPTH (RFC 2920), one round trip a group."""
     big = plan.largest
     per_conn = settings.max_rcpt_per_connection
     conns = math.ceil(big.size / per_conn)
     rounds = math.ceil(conns / settings.per_domain_concurrency)
-    replies = min(per_conn, big.size) + 4  # banner, EHLO, MAIL, RCPT..., QUIT
+    replies = 4 + math.ceil(min(per_conn, big.size) / PIPELINE_DEPTH)  # banner, EHLO, MAIL, RCPT groups, QUIT
     return (
         f"{big.domain}: {big.size:,} addresses = {conns} connections of <= {per_conn} RCPT, "
-        f"{settings.per_domain_concurrency} at a time -> {rounds} rounds x {replies} replies x "
+        f"{settings.per_domain_concurrency} at a time -> {rounds} rounds x {replies} round trips x "
         f"{plan.latency * 1000:.0f} ms ~ {rounds * replies * plan.latency:.0f} s"
     )
 

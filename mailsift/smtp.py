@@ -18,8 +18,27 @@ verifier can call the address ``unknown`` rather than ``invalid``.
 
 The conversation runs on aiosmtplib (reply parsing with a bounded buffer, so an endless
 line becomes an error, not a hang; STARTTLS; command-injection guard), with ``MAIL`` and
-``RCPT`` sent through ``execute_command`` so the address goes on the wire exactly as
+``RCPT`` sent through ``execute_command`` (pipelined ``RCPT``: through the transport,
+with the same control-character guard) so the address goes on the wire exactly as
 given, after our own checks.
+
+Pipelining (RFC 2920). When the EHLO reply (the one after STARTTLS, when there is one)
+lists ``PIPELINING``, the ``RCPT TO`` commands of a connection go out in groups of up to
+:data:`PIPELINE_DEPTH` in one write (the catch-all probe first in the first group) and
+their replies are read back in order, each mapped to its address exactly as a lone
+``RCPT`` would be: one round trip per group instead of one per address. ``MAIL FROM`` is
+*not* pipelined with them, although RFC 2920 allows it: a 4xx/5xx to ``MAIL FROM`` must
+stop the ``RCPT`` commands (``blocked`` / ``temporary``, back off) rather than send them
+into a refused transaction. ``RSET`` and ``QUIT`` are not pipelined either. Each reply of
+a group is awaited with the step timeout (``smtp_timeout``), counted from the previous
+reply, so a group is bounded as the same commands sent one by one are. A 421 in a group
+ends the connection there: later replies are not read, and their addresses go back to
+the queue unanswered. Addresses refused with ``452 4.5.3`` (too many recipients) are
+sent again in a new transaction, and the limit so learnt sizes the next groups. Servers
+without ``PIPELINING`` get one command per round trip, as before. aiosmtplib's protocol
+takes one reply per awaited command (it drops data that arrives while a parsed reply
+waits), so while a group's replies come in, the transport is lent to
+:class:`_ReplyReader`, a parser with the same bounds.
 """
 
 from __future__ import annotations
@@ -36,7 +55,7 @@ import ssl
 import unicodedata
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -79,6 +98,12 @@ MIN_RCPTS_PER_CONNECTION = 5
 MAX_TARGETS = 6
 #: Connections that may carry one address before it gets the failure as its outcome.
 MAX_ATTEMPTS = 2
+#: RCPT commands written at once to a server that offers PIPELINING (RFC 2920).
+PIPELINE_DEPTH = 50
+#: Bounds of :class:`_ReplyReader`, as aiosmtplib's: one reply line, one unfinished reply.
+_MAX_REPLY_LINE = 8192
+_MAX_PENDING_REPLY = 4 * _MAX_REPLY_LINE
+_COMMAND_UNSAFE = re.compile(rb"[\x00-\x1f\x7f]")
 
 _RANK: dict[str, int] = {"unreachable": 1, "timeout": 2, "error": 3, "temporary": 4, "blocked": 5}
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\d)")
@@ -260,6 +285,156 @@ def _client_tls_context() -> ssl.SSLContext:
     return context
 
 
+# --------------------------------------------------------------------------- pipelining
+
+
+class _ReplyReader(asyncio.Protocol):
+    """The transport's protocol while the replies of a pipelined group come in.
+
+    aiosmtplib's ``SMTPProtocol`` parses one reply per awaited command and drops data
+    that arrives while a parsed reply waits to be picked up, so several replies in one
+    segment would be lost. This parser keeps every complete reply, in order, within
+    aiosmtplib's bounds (a line of at most 8 KiB, an unfinished reply of at most 32 KiB),
+    and hands the connection's end back to ``inner`` (aiosmtplib's protocol), so that
+    the ``SMTP`` object knows it is disconnected.
+    """
+
+    def __init__(self, inner: asyncio.BaseProtocol, expected: int) -> None:
+        self.inner = inner
+        self.expected = expected  # replies beyond these are unsolicited: dropped
+        self.received = 0
+        self.buffer = bytearray()
+        self.replies: deque[SMTPResponse] = deque()
+        self.error: Exception | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.error is not None:
+            return
+        self.buffer.extend(data)
+        try:
+            self.parse()
+        except aiosmtplib.SMTPResponseException as exc:
+            self.error = exc
+            self.buffer.clear()
+        self.wake()
+
+    def eof_received(self) -> bool:
+        if self.error is None:
+            self.error = aiosmtplib.SMTPServerDisconnected("Unexpected EOF received")
+        self.wake()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.error is None:
+            self.error = aiosmtplib.SMTPServerDisconnected("Connection lost")
+        self.wake()
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    # -- replies -----------------------------------------------------------------------
+
+    def parse(self) -> None:
+        """Move every complete reply (RFC 5321 4.2.1, multi-line included) from the
+        buffer to ``replies``."""
+        while True:
+            offset, code, texts = 0, -1, []
+            while True:
+                end = self.buffer.find(b"\n", offset)
+                if end == -1:
+                    if len(self.buffer) - offset > _MAX_REPLY_LINE or (
+                        len(self.buffer) > _MAX_PENDING_REPLY
+                    ):
+                        raise aiosmtplib.SMTPResponseException(-1, "Response too long")
+                    return
+                line = bytes(self.buffer[offset : end + 1])
+                if len(line) > _MAX_REPLY_LINE:
+                    raise aiosmtplib.SMTPResponseException(-1, "Response too long")
+                if not line[:3].isdigit() or line[3:4] not in (b" ", b"-", b"\r", b"\n"):
+                    text = line.decode("utf-8", "replace").strip()[:200]
+                    raise aiosmtplib.SMTPResponseException(
+                        -1, f"Malformed SMTP response line: {text}"
+                    )
+                code = int(line[:3])
+                texts.append(line[4:].strip(b" \t\r\n"))
+                offset = end + 1
+                if line[3:4] != b"-":
+                    break
+            del self.buffer[:offset]
+            if self.received < self.expected:
+                message = b"\n".join(texts).decode("utf-8", "surrogateescape")
+                self.replies.append(SMTPResponse(code, message))
+            self.received += 1
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def read(self, timeout: float) -> SMTPResponse:
+        """The next reply, within ``timeout`` seconds (``TimeoutError``); replies that
+        came before the connection broke are still returned first."""
+        async with asyncio.timeout(timeout):
+            while not self.replies:
+                if self.error is not None:
+                    raise self.error
+                self.waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self.waiter
+                finally:
+                    self.waiter = None
+        return self.replies.popleft()
+
+
+def _rcpt_command(address: str) -> tuple[bytes, bytes]:
+    arg = b"TO:<" + address.encode("utf-8") + b">"
+    if _COMMAND_UNSAFE.search(arg):  # never reached: addresses are checked on entry
+        raise ValueError("command argument contains a control character")
+    return b"RCPT", arg
+
+
+@contextlib.asynccontextmanager
+async def _one_by_one(
+    smtp: aiosmtplib.SMTP, commands: Sequence[tuple[bytes, bytes]], timeout: float
+) -> AsyncIterator[Callable[[], Awaitable[SMTPResponse]]]:
+    """``read()`` sends the next command and returns its reply (no pipelining)."""
+    pending = deque(commands)
+
+    async def read() -> SMTPResponse:
+        return await smtp.execute_command(*pending.popleft(), timeout=timeout)
+
+    yield read
+
+
+@contextlib.asynccontextmanager
+async def _pipelined(
+    smtp: aiosmtplib.SMTP, commands: Sequence[tuple[bytes, bytes]], timeout: float
+) -> AsyncIterator[Callable[[], Awaitable[SMTPResponse]]]:
+    """Write ``commands`` in one go and yield ``read()``, which returns their replies in
+    order (each within ``timeout``). The transport goes back to aiosmtplib afterwards."""
+    protocol = smtp.protocol
+    transport = protocol.transport if protocol is not None else None
+    if protocol is None or transport is None or transport.is_closing():
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    reader = _ReplyReader(protocol, len(commands))
+    transport.set_protocol(reader)
+    try:
+        transport.write(b"".join(b" ".join(command) + b"\r\n" for command in commands))  # type: ignore[attr-defined]
+
+        async def read() -> SMTPResponse:
+            return await reader.read(timeout)
+
+        yield read
+    finally:
+        transport.set_protocol(protocol)
+
+
 # --------------------------------------------------------------------------- limits
 
 
@@ -309,6 +484,21 @@ class _Failure:
 
     def outcome(self, email: str) -> RcptOutcome:
         return RcptOutcome(email, self.kind, self.code, sanitize_message(self.message), self.host)
+
+
+@dataclass(slots=True)
+class _Conn:
+    """One connection, as its RCPT phase and its failure handling see it."""
+
+    target: _Target
+    smtp: aiosmtplib.SMTP
+    utf8: bool = False
+    pipelining: bool = False
+    #: Addresses sent and not answered yet, or refused as "too many recipients" and not
+    #: sent again yet: if the connection breaks, each is retried elsewhere (once).
+    inflight: list[str] = field(default_factory=list)
+    established: bool = False  # got past MAIL FROM (and the catch-all probe)
+    polite: bool = True  # end with QUIT
 
 
 class _Abort(Exception):
@@ -436,13 +626,13 @@ class _DomainRun:
     # -- one connection ----------------------------------------------------------------
 
     def after_failure(
-        self, target: _Target, failure: _Failure, inflight: str | None, established: bool
+        self, target: _Target, failure: _Failure, inflight: Sequence[str], established: bool
     ) -> _Next:
         """Record a broken connection and say what its worker does next."""
         self.note(failure)
         log.debug("smtp %s (%s): %s %s", target.host, target.ip, failure.kind, failure.message)
-        if inflight is not None:
-            self.retry_or_settle(inflight, failure)
+        for email in reversed(inflight):  # back at the head of the queue in their order
+            self.retry_or_settle(email, failure)
         if target.proven and not established:
             # The host holds conversations on other connections; this one was turned
             # away (a per-client connection limit, say): fewer connections, same host.
@@ -507,13 +697,14 @@ class _DomainRun:
 
     async def session(self, target: _Target) -> _Next:
         """One connection: greet, maybe STARTTLS, one mail transaction (more after a
-        "too many recipients" 452), as many RCPT as allowed, QUIT. Never DATA."""
+        "too many recipients" 452), as many RCPT as allowed (pipelined when the server
+        offers PIPELINING), QUIT. Never DATA."""
         settings = self.settings
         timeout = settings.smtp_timeout
         try:
             sock = await self.connect(target)
         except _Abort as abort:
-            return self.after_failure(target, abort.failure, None, False)
+            return self.after_failure(target, abort.failure, [], False)
         self.connections += 1
         self.prober.connections_opened += 1
         smtp = aiosmtplib.SMTP(
@@ -524,10 +715,8 @@ class _DomainRun:
             use_tls=False,
             validate_certs=False,
         )
+        conn = _Conn(target, smtp)
         stage = "banner"
-        inflight: str | None = None
-        established = False
-        polite = True
         failure: _Failure | None = None
         try:
             await smtp.connect()
@@ -543,72 +732,32 @@ class _DomainRun:
                     )
                 stage = "helo"
                 await self.greet(smtp)  # RFC 3207 4.2: the EHLO list is learnt anew
-            utf8 = smtp.supports_extension("smtputf8")
-            if not settings.mail_from.isascii() and not utf8:
+            conn.utf8 = smtp.supports_extension("smtputf8")
+            conn.pipelining = smtp.supports_extension("pipelining")
+            if not settings.mail_from.isascii() and not conn.utf8:
                 lacks = _Failure("error", None, "server lacks SMTPUTF8", target.host)
                 for email in list(self.queue):
                     self.results[email] = lacks.outcome(email)
                 self.queue.clear()
                 return "done"
             stage = "mail"
-            await self.mail_from(smtp, target, utf8)
-            if self.want_catch_all and not self.catch_all_done:
-                stage = "rcpt"
-                await self.probe_catch_all(smtp, target)
-            established = target.proven = self.established = True
-            self.ready.set()
+            await self.mail_from(smtp, target, conn.utf8)
             stage = "rcpt"
-            sent = 0
-            fresh_transaction = True
-            carry: str | None = None  # refused for "too many recipients": next transaction
-            while (carry is not None or self.queue) and sent < settings.max_rcpt_per_connection:
-                email = carry if carry is not None else self.queue.popleft()
-                carry = None
-                if not email.isascii() and not utf8:
-                    self.results[email] = RcptOutcome(
-                        email, "error", None, "server lacks SMTPUTF8", target.host
-                    )
-                    continue
-                inflight = email
-                reply = await smtp.execute_command(
-                    b"RCPT", b"TO:<" + email.encode("utf-8") + b">", timeout=timeout
-                )
-                sent += 1
-                if reply.code == 452 and not fresh_transaction and self.too_many(reply):
-                    # RFC 5321 4.5.3.1.10: the rest go in a new transaction (RSET first).
-                    stage = "mail"
-                    await self.rset(smtp, target)
-                    await self.mail_from(smtp, target, utf8)
-                    stage = "rcpt"
-                    fresh_transaction = True
-                    carry = email
-                    continue
-                inflight = None
-                fresh_transaction = False
-                kind = classify_reply(reply.code, reply.message, "rcpt")
-                self.results[email] = RcptOutcome(
-                    email, kind, reply.code, sanitize_message(reply.message), target.host
-                )
-                if reply.code == 421:  # the server is closing: back off (RFC 5321 3.8)
-                    polite = False
-                    raise _Abort(_Failure(kind, reply.code, reply.message, target.host))
-            if carry is not None:
-                inflight = None
-                self.queue.appendleft(carry)
+            await self.recipients(conn)
         except _Abort as abort:
             failure = abort.failure
         except asyncio.CancelledError:
-            polite = False
+            conn.polite = False
             raise
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError, UnicodeError) as exc:
-            polite = False
+            conn.polite = False
             failure = self.failure_from(exc, stage, target)
         except Exception as exc:  # a bug here must not lose the other addresses
-            polite = False
+            conn.polite = False
             log.exception("smtp probe of %s at %s failed", self.domain, target.host)
             failure = self.failure_from(exc, stage, target)
         finally:
-            if polite and smtp.is_connected:
+            if conn.polite and smtp.is_connected:
                 with contextlib.suppress(Exception):
                     await smtp.quit(timeout=timeout)
             # The transport owns the socket now: closing it here behind the transport's
@@ -616,7 +765,110 @@ class _DomainRun:
             smtp.close()
         if failure is None:
             return "done"
-        return self.after_failure(target, failure, inflight, established)
+        return self.after_failure(target, failure, conn.inflight, conn.established)
+
+    def establish(self, conn: _Conn) -> None:
+        """This connection holds a conversation: other connections may open now."""
+        conn.established = conn.target.proven = self.established = True
+        self.ready.set()
+
+    async def recipients(self, conn: _Conn) -> None:
+        """The RCPT commands of one connection: the catch-all probe first (when still
+        wanted), then queued addresses, up to ``max_rcpt_per_connection`` of them.
+
+        With PIPELINING they go in groups of up to :data:`PIPELINE_DEPTH` (one write, the
+        replies read in order); without, one at a time. A ``452 4.5.3`` (too many
+        recipients) after the transaction took some recipients sends that address again
+        in a new transaction (RSET, MAIL FROM; RFC 5321 4.5.3.1.10); with pipelining the
+        limit so learnt sizes the groups, so that few commands are wasted.
+        """
+        settings = self.settings
+        smtp, target = conn.smtp, conn.target
+        depth = PIPELINE_DEPTH if conn.pipelining else 1
+        probe: str | None = None
+        if self.want_catch_all and not self.catch_all_done:
+            probe = f"mailsift-probe-{secrets.token_hex(6)}@{self.domain}"
+        else:
+            self.establish(conn)
+        sent = 0  # addresses sent on this connection (a re-sent one counts again)
+        in_txn = 0  # recipients the server took into this transaction (any reply but 452 4.5.3)
+        # Recipients per transaction, learnt from a 452 4.5.3 (here or on an earlier
+        # connection to this address); it sizes pipelined groups only.
+        txn_limit = self.prober._txn_limits.get(target.ip)
+        txn_full = False  # a 452 4.5.3 was seen in this transaction
+        carried: deque[str] = deque()  # refused as too many: the next transaction
+        while probe is not None or (
+            (carried or self.queue) and sent < settings.max_rcpt_per_connection
+        ):
+            limit = txn_limit if conn.pipelining else None
+            if txn_full or (limit is not None and in_txn >= limit):
+                await self.new_transaction(conn)
+                in_txn, txn_full = 0, False
+            group: list[str | None] = [None] if probe is not None else []  # None: the probe
+            room = min(
+                depth - len(group),
+                settings.max_rcpt_per_connection - sent,
+                (limit - in_txn - len(group)) if limit is not None else depth,
+            )
+            while room > 0 and (carried or self.queue):
+                if carried:
+                    email = carried.popleft()  # in flight already
+                else:
+                    email = self.queue.popleft()
+                    if not email.isascii() and not conn.utf8:
+                        self.results[email] = RcptOutcome(
+                            email, "error", None, "server lacks SMTPUTF8", target.host
+                        )
+                        continue
+                    conn.inflight.append(email)
+                group.append(email)
+                room -= 1
+            if not group:
+                continue
+            sent += len(group) - (probe is not None)
+            commands = [_rcpt_command(probe if item is None else item) for item in group]
+            if conn.pipelining:
+                exchange = _pipelined(smtp, commands, settings.smtp_timeout)
+            else:
+                exchange = _one_by_one(smtp, commands, settings.smtp_timeout)
+            async with exchange as read:
+                for item in group:
+                    reply = await read()
+                    too_many = reply.code == 452 and self.too_many(reply)
+                    if item is None:
+                        probe = None
+                        self.catch_all_reply(reply)
+                        if reply.code != 421:
+                            self.establish(conn)
+                    elif too_many and in_txn > 0:
+                        carried.append(item)  # still in flight: sent again below
+                        txn_full = True
+                        txn_limit = in_txn if txn_limit is None else min(txn_limit, in_txn)
+                        self.prober._txn_limits[target.ip] = txn_limit
+                        continue
+                    else:
+                        conn.inflight.remove(item)
+                        kind = classify_reply(reply.code, reply.message, "rcpt")
+                        self.results[item] = RcptOutcome(
+                            item, kind, reply.code, sanitize_message(reply.message), target.host
+                        )
+                    if not too_many:
+                        in_txn += 1
+                    if reply.code == 421:  # the server is closing: back off (RFC 5321 3.8)
+                        # Replies after it are not read; their addresses were not answered.
+                        conn.polite = False
+                        for email in reversed(conn.inflight):
+                            self.queue.appendleft(email)
+                        conn.inflight.clear()
+                        kind = classify_reply(reply.code, reply.message, "rcpt")
+                        raise _Abort(_Failure(kind, reply.code, reply.message, target.host))
+        for email in reversed(carried):  # out of budget: another connection takes them
+            conn.inflight.remove(email)
+            self.queue.appendleft(email)
+
+    async def new_transaction(self, conn: _Conn) -> None:
+        await self.rset(conn.smtp, conn.target)
+        await self.mail_from(conn.smtp, conn.target, conn.utf8)
 
     async def greet(self, smtp: aiosmtplib.SMTP) -> None:
         """EHLO, or HELO when EHLO is refused (RFC 5321 4.1.1.1)."""
@@ -652,14 +904,9 @@ class _DomainRun:
         enhanced = _enhanced(reply.message)
         return enhanced == (4, 5, 3) or bool(_TOO_MANY_TEXT.search(reply.message))
 
-    async def probe_catch_all(self, smtp: aiosmtplib.SMTP, target: _Target) -> None:
-        """One RCPT to a local part nobody has: accepted means the domain accepts all."""
-        local = f"mailsift-probe-{secrets.token_hex(6)}"
-        reply = await smtp.execute_command(
-            b"RCPT",
-            b"TO:<" + f"{local}@{self.domain}".encode("ascii") + b">",
-            timeout=self.settings.smtp_timeout,
-        )
+    def catch_all_reply(self, reply: SMTPResponse) -> None:
+        """The reply to the RCPT for a local part nobody has: accepted means the domain
+        accepts all; a 5xx (not a block) that it does not; anything else tells nothing."""
         self.catch_all_done = True
         kind = classify_reply(reply.code, reply.message, "rcpt")
         if kind == "accepted":
@@ -668,8 +915,6 @@ class _DomainRun:
             self.catch_all = False
         if self.catch_all is not None:
             self.prober._catch_all[self.domain] = self.catch_all
-        if reply.code == 421:
-            raise _Abort(_Failure(kind, reply.code, reply.message, target.host))
 
 
 # --------------------------------------------------------------------------- prober
@@ -686,6 +931,8 @@ class SmtpProber:
         self.connections_opened = 0
         self._catch_all: dict[str, bool] = {}
         self._catch_all_pending: set[str] = set()
+        #: Recipients per transaction of an MX address, learnt from 452 4.5.3 replies.
+        self._txn_limits: dict[str, int] = {}
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Limits] = (
             weakref.WeakKeyDictionary()
         )

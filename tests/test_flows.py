@@ -243,9 +243,9 @@ def test_api_key_refused_stops_the_run_with_one_message(cli_env, tmp_path: Path)
 def test_killed_run_resumes_without_losing_or_repeating_addresses(cli_env, world: World, tmp_path: Path) -> None:
     from mailsift.testing.smtp_server import Behaviour
 
-    domains = [f"d{n}.test" for n in range(12)]
-    for d in domains:
-        world.add_domain(d, Behaviour(mailboxes=None, latency=0.05))
+    domains = [f"d{n}.test" for n in range(24)]
+    for d in domains:  # slow enough (~1.4 s a batch) to be killed half-way
+        world.add_domain(d, Behaviour(mailboxes=None, latency=0.1, pipelining=False))
     emails = [f"u{i}@{d}" for d in domains for i in range(10)]
     src = write_export(tmp_path / "e.csv", emails)
     env = {**cli_env, **world.env()}

@@ -14,11 +14,12 @@ import tracemalloc
 from collections.abc import Iterator
 
 import pytest
+from aiosmtplib import SMTPResponse, SMTPResponseException, SMTPServerDisconnected
 from smtp_fixtures import INJECTED, Net
 
 from mailsift.dns import DnsResolver
 from mailsift.settings import Settings
-from mailsift.smtp import DomainProbe, RcptOutcome, SmtpProber, classify_reply
+from mailsift.smtp import DomainProbe, RcptOutcome, SmtpProber, _ReplyReader, classify_reply
 from mailsift.testing.dns_server import DnsServer
 from mailsift.testing.smtp_server import BEHAVIOURS, SmtpFarm
 
@@ -198,15 +199,22 @@ async def test_temporary_failure_at_mail_from_backs_off(net: Net):
     assert server.transcript[-1] == "QUIT"
 
 
-async def test_421_mid_session_stops_that_connection(net: Net):
+@pytest.mark.parametrize("pipelining", [False, True])
+async def test_421_mid_session_stops_that_connection(net: Net, pipelining: bool):
     server = net.server(
-        "catch_all", rcpt_replies={"u0@acme.test": (421, "4.7.0 Too many messages, closing")}
+        "catch_all",
+        rcpt_replies={"u0@acme.test": (421, "4.7.0 Too many messages, closing")},
+        pipelining=pipelining,
     )
     emails = [f"u{i}@acme.test" for i in range(4)]
     probe = await net.prober(catch_all_check=False).probe("acme.test", [server.host], emails)
     assert probe.outcomes[0].kind == "temporary" and probe.outcomes[0].code == 421
     assert set(kinds(probe)[1:]) == {"temporary"}
-    assert rcpts(server.transcript) == ["RCPT TO:<u0@acme.test>"]  # nothing after the 421
+    if pipelining:  # the group was on the wire before the 421 came back
+        assert rcpts(server.transcript) == [f"RCPT TO:<{e}>" for e in emails]
+    else:
+        assert rcpts(server.transcript) == ["RCPT TO:<u0@acme.test>"]  # nothing after the 421
+    assert server.transcript[-1].startswith("RCPT")  # no QUIT to a server that is closing
     assert probe.connections == 1
 
 
@@ -407,9 +415,10 @@ async def test_global_connection_cap(net: Net):
     assert server.max_concurrent == 1
 
 
-async def test_too_many_recipients_starts_a_new_transaction(net: Net):
+@pytest.mark.parametrize("pipelining", [False, True])
+async def test_too_many_recipients_starts_a_new_transaction(net: Net, pipelining: bool):
     boxes = {f"u{i}@acme.test" for i in range(0, 12, 2)}
-    server = net.server("accept", mailboxes=boxes, max_rcpts=4)
+    server = net.server("accept", mailboxes=boxes, max_rcpts=4, pipelining=pipelining)
     emails = [f"u{i}@acme.test" for i in range(12)]
     probe = await net.prober(per_domain_concurrency=1).probe("acme.test", [server.host], emails)
     assert kinds(probe) == ["accepted" if e in boxes else "not_found" for e in emails]
@@ -460,6 +469,262 @@ def test_farm_serves_hosts_added_before_start_and_swapped_behaviours():
     ]
     assert server.connections == 2 and server.max_concurrent == 1
     assert (server.transcript + late.transcript).count("QUIT") == 3
+
+
+# -- pipelining (RFC 2920) ----------------------------------------------------------------
+
+
+def comparable(probe: DomainProbe, roles: dict[str, str]) -> list[tuple[object, ...]]:
+    """Outcomes with each server's address replaced by its role (two runs, two servers)."""
+    return [
+        (o.email, o.kind, o.code, o.message, roles.get(o.mx_host or "", o.mx_host))
+        for o in probe.outcomes
+    ]
+
+
+async def test_pipelined_rcpts_take_one_round_trip_per_group(net: Net):
+    boxes = {f"user{i}@big.test" for i in range(0, 40, 3)}
+    emails = [f"user{i}@big.test" for i in range(40)]
+    server = net.server("accept", mailboxes=boxes, latency=0.2)
+    started = time.monotonic()
+    pipelined = await net.prober(per_domain_concurrency=1).probe("big.test", [server.host], emails)
+    elapsed = time.monotonic() - started
+
+    # banner, EHLO, MAIL, one group (the random probe and 40 RCPT), QUIT: about 5 round
+    # trips of 0.2 s, where one RCPT per round trip takes 45
+    assert elapsed < 40 * 0.2 / 4
+    assert pipelined.connections == 1
+    assert server.pipelined == 40  # each RCPT after the probe left before the probe's reply
+    lines = rcpts(server.transcript)
+    assert RANDOM_PROBE.match(lines[0])
+    assert lines[1:] == [f"RCPT TO:<{e}>" for e in emails]
+    assert server.transcript[-1] == "QUIT"
+    assert kinds(pipelined) == ["accepted" if e in boxes else "not_found" for e in emails]
+
+    plain = net.server("accept", mailboxes=boxes, pipelining=False)  # no latency: same verdicts
+    one_by_one = await net.prober(per_domain_concurrency=1).probe("big.test", [plain.host], emails)
+    assert plain.pipelined == 0
+    assert rcpts(plain.transcript)[1:] == lines[1:]
+    assert comparable(pipelined, {server.host: "mx"}) == comparable(one_by_one, {plain.host: "mx"})
+    assert pipelined.catch_all is False and one_by_one.catch_all is False
+
+
+async def test_latency_is_a_round_trip_per_awaited_reply(net: Net):
+    emails = [f"u{i}@acme.test" for i in range(8)]
+    timings = {}
+    for pipelining in (False, True):
+        server = net.server("catch_all", latency=0.1, pipelining=pipelining)
+        started = time.monotonic()
+        probe = await net.prober(per_domain_concurrency=1).probe("acme.test", [server.host], emails)
+        timings[pipelining] = time.monotonic() - started
+        assert set(kinds(probe)) == {"accepted"}
+    # one by one: banner, EHLO, MAIL, probe, 8 RCPT, QUIT = 13 replies, each awaited
+    assert timings[False] >= 13 * 0.1 * 0.95
+    # pipelined: banner, EHLO, MAIL, one group, QUIT = 5
+    assert timings[True] < timings[False] / 2
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+async def test_421_in_a_group_sends_the_unanswered_to_the_next_mx(net: Net, pipelining: bool):
+    boxes = {"u0@acme.test", "u3@acme.test"}
+    closing = {"u2@acme.test": (421, "4.7.0 Too many messages, closing")}
+    primary = net.server("accept", mailboxes=boxes, rcpt_replies=closing, pipelining=pipelining)
+    secondary = net.server("accept", mailboxes=boxes, pipelining=pipelining)
+    emails = [f"u{i}@acme.test" for i in range(6)]
+    probe = await net.prober(per_domain_concurrency=1).probe(
+        "acme.test", [primary.host, secondary.host], emails
+    )
+    assert [(o.kind, o.code, o.mx_host) for o in probe.outcomes] == [
+        ("accepted", 250, primary.host),
+        ("not_found", 550, primary.host),
+        ("temporary", 421, primary.host),
+        # not answered before the 421: asked at the next MX host
+        ("accepted", 250, secondary.host),
+        ("not_found", 550, secondary.host),
+        ("not_found", 550, secondary.host),
+    ]
+    asked = emails if pipelining else emails[:3]  # the group was on the wire already
+    assert [line for line in rcpts(primary.transcript) if not RANDOM_PROBE.match(line)] == [
+        f"RCPT TO:<{e}>" for e in asked
+    ]
+    assert "QUIT" not in primary.transcript
+    # the catch-all verdict came from the primary: no second probe
+    assert rcpts(secondary.transcript) == [f"RCPT TO:<{e}>" for e in emails[3:]]
+    assert probe.catch_all is False
+    assert probe.connections == 2
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+async def test_too_many_recipients_in_long_groups(net: Net, pipelining: bool):
+    boxes = {f"u{i}@acme.test" for i in range(0, 30, 2)}
+    server = net.server("accept", mailboxes=boxes, max_rcpts=4, pipelining=pipelining)
+    emails = [f"u{i}@acme.test" for i in range(30)]
+    prober = net.prober(per_domain_concurrency=1)
+    probe = await prober.probe("acme.test", [server.host], emails)
+    assert kinds(probe) == ["accepted" if e in boxes else "not_found" for e in emails]
+    assert {o.code for o in probe.outcomes} == {250, 550}  # no 452 left as a verdict
+    real = [line for line in rcpts(server.transcript) if not RANDOM_PROBE.match(line)]
+    assert set(real) == {f"RCPT TO:<{e}>" for e in emails}
+    if pipelining:
+        # the first group learns the limit (4); the rest go 4 per transaction, and a
+        # later call starts with it: no RCPT refused as "too many" any more
+        assert probe.connections <= 2
+        server.reset_counters()
+        again = await prober.probe(
+            "acme.test", [server.host], [f"v{i}@acme.test" for i in range(9)]
+        )
+        assert kinds(again) == ["not_found"] * 9
+        assert len(rcpts(server.transcript)) == 9
+        assert len(server.commands("MAIL")) == 3 and len(server.commands("RSET")) == 2
+    else:
+        assert probe.connections == 1
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+async def test_greylisting_in_a_group(net: Net, pipelining: bool):
+    server = net.server("greylist", pipelining=pipelining)
+    emails = [f"u{i}@grey.test" for i in range(10)]
+    probe = await net.prober().probe("grey.test", [server.host], emails)
+    assert [(o.kind, o.code) for o in probe.outcomes] == [("temporary", 450)] * 10
+    assert probe.catch_all is None
+    assert len(rcpts(server.transcript)) == 11  # each address once, and the random one
+
+
+MIXED = {
+    "full@acme.test": (552, "5.2.2 Mailbox full"),
+    "gone@acme.test": (550, "5.2.1 This account has been disabled"),
+    "grey@acme.test": (450, "4.2.0 Greylisted, try again later"),
+    "spam@acme.test": (550, "5.7.1 Client host blocked using Spamhaus"),
+    "fwd@acme.test": (251, "2.1.5 User not local; will forward"),
+    "quota@acme.test": (452, "4.2.2 Over quota"),
+    "syntax@acme.test": (501, "5.5.4 Syntax error"),
+}
+
+
+async def test_per_address_replies_mixed_in_one_group(net: Net):
+    emails = ["ok@acme.test", "nobody@acme.test", *MIXED]
+    expected = [
+        "accepted",
+        "not_found",
+        "full",
+        "disabled",
+        "temporary",
+        "blocked",
+        "accepted",
+        "full",
+        "error",
+    ]
+    results = {}
+    for pipelining in (True, False):
+        server = net.server(
+            "accept", mailboxes={"ok@acme.test"}, rcpt_replies=MIXED, pipelining=pipelining
+        )
+        probe = await net.prober(per_domain_concurrency=1).probe("acme.test", [server.host], emails)
+        assert kinds(probe) == expected
+        assert server.pipelined == (len(emails) if pipelining else 0)
+        results[pipelining] = comparable(probe, {server.host: "mx"})
+    assert results[True] == results[False]
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+async def test_connection_dropped_mid_group(net: Net, pipelining: bool):
+    boxes = {f"u{i}@acme.test" for i in range(0, 10, 2)}
+    emails = [f"u{i}@acme.test" for i in range(10)]
+    # it answers the random probe, u0 and u1, then hangs up at u2
+    lone = net.server("accept", mailboxes=boxes, drop_after_rcpts=3, pipelining=pipelining)
+    probe = await net.prober(per_domain_concurrency=1).probe("acme.test", [lone.host], emails)
+    assert kinds(probe) == ["accepted", "not_found"] + ["error"] * 8
+    assert all("closed by the server" in (o.message or "") for o in probe.outcomes[2:])
+    assert all(o.code is None for o in probe.outcomes[2:])
+
+    # with a second MX host, the unanswered are asked there
+    primary = net.server("accept", mailboxes=boxes, drop_after_rcpts=3, pipelining=pipelining)
+    secondary = net.server("accept", mailboxes=boxes, pipelining=pipelining)
+    probe = await net.prober(per_domain_concurrency=1).probe(
+        "acme.test", [primary.host, secondary.host], emails
+    )
+    assert kinds(probe) == ["accepted" if e in boxes else "not_found" for e in emails]
+    assert [o.mx_host for o in probe.outcomes] == [primary.host] * 2 + [secondary.host] * 8
+    assert rcpts(secondary.transcript) == [f"RCPT TO:<{e}>" for e in emails[2:]]
+
+
+async def test_catch_all_probe_rides_in_the_first_group(net: Net):
+    server = net.server("catch_all", latency=0.05)
+    emails = [f"u{i}@wild.test" for i in range(6)]
+    probe = await net.prober().probe("wild.test", [server.host], emails)
+    assert probe.catch_all is True
+    assert kinds(probe) == ["accepted"] * 6
+    lines = rcpts(server.transcript)
+    assert RANDOM_PROBE.match(lines[0]) and lines[1:] == [f"RCPT TO:<{e}>" for e in emails]
+    assert server.pipelined == 6  # sent with the probe, before its reply
+    assert probe.connections == 1
+
+
+async def test_pipelining_after_starttls(net: Net):
+    server = net.server("starttls", mailboxes={"a@acme.test"})
+    probe = await net.prober().probe("acme.test", [server.host], ["a@acme.test", "b@acme.test"])
+    assert kinds(probe) == ["accepted", "not_found"]
+    assert server.tls_sessions == 1
+    assert server.pipelined == 2  # learnt from the EHLO reply after the handshake
+
+
+async def test_server_losing_pipelined_commands_costs_a_timeout_not_a_hang(net: Net):
+    server = net.server("accept", mailboxes={"a@acme.test"}, fault="drop_pipelined")
+    started = time.monotonic()
+    probe = await net.prober(smtp_timeout=0.5).probe(
+        "acme.test", [server.host], ["a@acme.test", "b@acme.test"]
+    )
+    assert time.monotonic() - started < 3
+    assert kinds(probe) == ["timeout", "timeout"]  # unknown, never invalid
+
+
+def test_reply_reader_splits_and_bounds_replies():
+    class Inner(asyncio.Protocol):
+        lost = False
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.lost = True
+
+    async def scenario() -> None:
+        inner = Inner()
+        reader = _ReplyReader(inner, expected=3)
+        # several replies in one segment, a multi-line one, one split across segments,
+        # and one more than was asked for (dropped)
+        reader.data_received(b"250 2.1.5 Ok\r\n550-5.1.1 no such\r\n550 5.1.1 user\r\n45")
+        reader.data_received(b"0 4.2.0 greylisted\r\n250 unsolicited\r\n")
+        assert [await reader.read(1) for _ in range(3)] == [
+            SMTPResponse(250, "2.1.5 Ok"),
+            SMTPResponse(550, "5.1.1 no such\n5.1.1 user"),
+            SMTPResponse(450, "4.2.0 greylisted"),
+        ]
+        assert not reader.replies
+
+        # replies that came before the connection broke are still read, then the break
+        reader = _ReplyReader(inner, expected=3)
+        reader.data_received(b"250 Ok\r\n")
+        reader.connection_lost(None)
+        assert inner.lost  # aiosmtplib's protocol is told
+        assert (await reader.read(1)).code == 250
+        with pytest.raises(SMTPServerDisconnected):
+            await reader.read(1)
+
+        for garbage, text in [
+            (b"250-" + b"x" * 70_000, "too long"),  # no line ending: bounded
+            (b"250-ok\r\n" * 5_000, "too long"),  # a reply that never ends: bounded
+            (b"HTTP/1.1 400 Bad Request\r\n", "malformed"),
+        ]:
+            reader = _ReplyReader(Inner(), expected=1)
+            reader.data_received(garbage)
+            with pytest.raises(SMTPResponseException) as caught:
+                await reader.read(1)
+            assert text in caught.value.message.lower()
+            assert len(reader.buffer) == 0
+
+        reader = _ReplyReader(Inner(), expected=1)
+        with pytest.raises(TimeoutError):
+            await reader.read(0.05)
+
+    asyncio.run(scenario())
 
 
 # -- what never reaches a command line ---------------------------------------------------

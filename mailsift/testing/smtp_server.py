@@ -7,9 +7,17 @@ same port of a different ``127.0.0.x`` address, because the engine uses one port
 (``MAILSIFT_SMTP_PORT``) for every MX host.
 
 The servers speak enough RFC 5321 for a verification probe (EHLO/HELO, STARTTLS per
-RFC 3207, MAIL, RCPT, RSET, NOOP, QUIT) and misbehave on request: tarpit banners,
-421/554 banners, blocklisting at MAIL FROM, greylisting, garbage, endless lines,
-dropped connections and replies cut in half. That needs byte-level control of the
+RFC 3207, MAIL, RCPT, RSET, NOOP, QUIT; command pipelining per RFC 2920, advertised as
+``PIPELINING``) and misbehave on request: tarpit banners, 421/554 banners, blocklisting
+at MAIL FROM, greylisting, garbage, endless lines, dropped connections, replies cut in
+half and lost pipelined commands.
+
+Latency models a network round trip: the reply to a command goes out ``latency``
+seconds after the command was *received* (and never before the reply to the command
+before it; replies stay in order). A client that waits for each reply pays ``latency``
+per command; one that pipelines N commands gets N replies after about one ``latency``.
+A reader task timestamps every line as it arrives, so pipelined commands that arrive in
+one segment are handled one after another, each answered on its own schedule. That needs byte-level control of the
 socket, which aiosmtpd's state machine does not give, so the protocol is a small
 asyncio-streams server here. ``DATA`` is recorded and refused with 554: a prober must
 never send it, and tests assert it never appears in a transcript.
@@ -38,12 +46,20 @@ __all__ = ["BEHAVIOURS", "Behaviour", "Fault", "SmtpFarm", "SmtpServer", "tls_se
 
 _log = logging.getLogger(__name__)
 
-Fault = Literal["drop_after_ehlo", "drop_at_rcpt", "garbage", "endless_line", "close_mid_reply"]
+Fault = Literal[
+    "drop_after_ehlo",
+    "drop_at_rcpt",
+    "garbage",
+    "endless_line",
+    "close_mid_reply",
+    "drop_pipelined",
+]
 
 _MAX_COMMAND_LINE = 64 * 1024  # far above RFC 5321 4.5.3.1.4's 512 octets; longer -> 500 + close
 _IDLE_TIMEOUT = 60.0  # a client that says nothing for this long is disconnected
 _MAX_ERRORS = 20  # unknown commands before we hang up
 _ENDLESS_BYTES = 8 * 1024 * 1024  # what the "endless_line" fault streams at most
+_MAX_QUEUED = 1024  # command lines read ahead of the replies (pipelined), at most
 
 
 @dataclass(frozen=True)
@@ -64,9 +80,18 @@ class Behaviour:
     mail_from_reply: tuple[int, str] | None = None
     #: Offer STARTTLS (RFC 3207) with a self-signed certificate made at run time.
     starttls: bool = False
-    #: Seconds before every reply.
+    #: Network round trip, in seconds: each reply goes out this long after its command
+    #: was received (the banner: after the connection, plus ``banner_delay``), never
+    #: before the previous reply. Pipelined commands therefore overlap.
     latency: float = 0.0
+    #: ``drop_pipelined``: advertises PIPELINING but silently loses every command that
+    #: arrived while it was still answering an earlier one (a broken pipeliner).
     fault: Fault | None = None
+    #: Advertise PIPELINING (RFC 2920) in the EHLO reply.
+    pipelining: bool = True
+    #: Answer this many RCPTs on a connection, then hang up without replying to the next
+    #: (``0`` is the ``drop_at_rcpt`` fault).
+    drop_after_rcpts: int | None = None
     #: Advertise SMTPUTF8 (RFC 6531) in the EHLO reply.
     smtputf8: bool = True
     #: Simultaneous connections allowed; more get a 421 banner (a per-client limit).
@@ -125,6 +150,8 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "endless_line": Behaviour(fault="endless_line"),
     "close_mid_reply": Behaviour(fault="close_mid_reply"),
     "starttls": Behaviour(starttls=True),
+    "no_pipelining": Behaviour(pipelining=False),
+    "drop_pipelined": Behaviour(fault="drop_pipelined"),
 }
 
 
@@ -214,6 +241,9 @@ class SmtpServer:
         self.max_concurrent = 0
         #: Connections that completed a STARTTLS handshake.
         self.tls_sessions = 0
+        #: Commands received before the reply to the command before them was sent,
+        #: i.e. commands a client pipelined (RFC 2920).
+        self.pipelined = 0
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -231,6 +261,7 @@ class SmtpServer:
         self.connections = 0
         self.max_concurrent = self.active
         self.tls_sessions = 0
+        self.pipelined = 0
 
     # -- lifecycle (inside the serving loop) -------------------------------------------
 
@@ -313,27 +344,44 @@ class _Session:
         self.b = behaviour
         self.reader = reader
         self.writer = writer
+        self.loop = asyncio.get_running_loop()
         self.greeted = False
         self.tls = False
         self.mail_from: str | None = None
         self.rcpts: list[str] = []
         self.rcpt_count = 0
+        self.rcpts_answered = 0  # on this connection, for ``drop_after_rcpts``
         self.errors = 0
+        #: When the reply being prepared may go out: its command's arrival + latency.
+        self.due = 0.0
+        #: When the last reply was written (commands that arrived before: pipelined).
+        self.replied_at = 0.0
+        #: Lines as they arrive: (kind, received_at, line), kind "line", "too_long", "eof".
+        #: Bounded, so that a client that never stops sending is held back by TCP.
+        self.inbox: asyncio.Queue[tuple[str, float, str]] = asyncio.Queue(_MAX_QUEUED)
+        #: Set while the reader may read on; cleared by a STARTTLS line until the
+        #: handshake is done (RFC 3207: nothing is read in plain text after STARTTLS).
+        self.reading = asyncio.Event()
+        self.reading.set()
 
     async def send(self, code: int, *lines: str) -> None:
-        """Reply, multi-line when several lines are given (RFC 5321 4.2.1)."""
-        if self.b.latency:
-            await asyncio.sleep(self.b.latency)
+        """Reply, multi-line when several lines are given (RFC 5321 4.2.1), not before
+        ``self.due`` (the command's arrival plus the behaviour's latency)."""
+        delay = self.due - self.loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
         lines = lines or ("",)
         out = []
         for i, text in enumerate(lines):
             sep = " " if i == len(lines) - 1 else "-"
             out.append(f"{code}{sep}{text}\r\n")
         self.writer.write("".join(out).encode("utf-8", "replace"))
+        self.replied_at = self.loop.time()
         await self.writer.drain()
 
     async def run(self) -> None:
         b = self.b
+        connected_at = self.loop.time()
         if b.banner_delay:
             await asyncio.sleep(b.banner_delay)
         if b.fault == "garbage":
@@ -344,33 +392,72 @@ class _Session:
         code, text = b.banner
         if b.max_connections is not None and self.server.active > b.max_connections:
             code, text = 421, "4.7.0 Too many concurrent connections, try again later"
+        self.due = connected_at + b.banner_delay + b.latency
         await self.send(code, f"mx.mailsift.test {text}")
         if code != 220:
             # RFC 5321 3.1: a 554 server waits for QUIT; a 421 one closes. Close both.
             raise _Hangup
-        while True:
-            line = await self.read_line()
-            await self.dispatch(line)
-
-    async def read_line(self) -> str:
+        reader = asyncio.create_task(self.read_lines())
         try:
-            raw = await asyncio.wait_for(self.reader.readuntil(b"\n"), _IDLE_TIMEOUT)
-        except asyncio.LimitOverrunError:
-            await self.send(500, "5.5.6 Line too long")
-            raise _Hangup from None
-        except asyncio.IncompleteReadError:
-            raise _Hangup from None
-        except TimeoutError:
-            with contextlib.suppress(Exception):
-                await self.send(421, "4.4.2 Idle timeout, closing")
-            raise _Hangup from None
-        if raw.endswith(b"\r\n"):
-            raw = raw[:-2]
-        elif raw.endswith(b"\n"):
-            raw = raw[:-1]
-        line = raw.decode("utf-8", "surrogateescape")
-        self.server.transcript.append(line)
-        return line
+            while True:
+                try:
+                    kind, received_at, line = await asyncio.wait_for(
+                        self.inbox.get(), _IDLE_TIMEOUT
+                    )
+                except TimeoutError:
+                    self.due = 0.0
+                    with contextlib.suppress(Exception):
+                        await self.send(421, "4.4.2 Idle timeout, closing")
+                    raise _Hangup from None
+                self.due = received_at + b.latency
+                if kind == "eof":
+                    raise _Hangup
+                if kind == "too_long":
+                    await self.send(500, "5.5.6 Line too long")
+                    raise _Hangup
+                if received_at < self.replied_at:
+                    self.server.pipelined += 1
+                await self.dispatch(line)
+                if b.fault == "drop_pipelined":
+                    self.lose_pipelined()
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    async def read_lines(self) -> None:
+        """Read lines as they arrive, stamp them, queue them for :meth:`run`."""
+        while True:
+            await self.reading.wait()
+            try:
+                raw = await self.reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError:
+                await self.inbox.put(("too_long", self.loop.time(), ""))
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - EOF, reset, TLS failure: the client is gone
+                await self.inbox.put(("eof", self.loop.time(), ""))
+                return
+            received_at = self.loop.time()
+            if raw.endswith(b"\r\n"):
+                raw = raw[:-2]
+            elif raw.endswith(b"\n"):
+                raw = raw[:-1]
+            line = raw.decode("utf-8", "surrogateescape")
+            self.server.transcript.append(line)
+            await self.inbox.put(("line", received_at, line))
+            if _verb(line) == "STARTTLS":
+                self.reading.clear()  # cmd_starttls sets it again
+
+    def lose_pipelined(self) -> None:
+        """The ``drop_pipelined`` fault: forget commands that arrived while answering."""
+        kept = []
+        while not self.inbox.empty():
+            event = self.inbox.get_nowait()
+            if event[0] != "line":
+                kept.append(event)
+        for event in kept:
+            self.inbox.put_nowait(event)
 
     async def dispatch(self, line: str) -> None:
         verb = _verb(line)
@@ -398,6 +485,8 @@ class _Session:
         self.greeted = True
         self.reset()
         lines = [f"mx.mailsift.test greets {arg}", "SIZE 10240000", "8BITMIME"]
+        if self.b.pipelining or self.b.fault == "drop_pipelined":
+            lines.append("PIPELINING")
         lines.append("ENHANCEDSTATUSCODES")
         if self.b.smtputf8:
             lines.append("SMTPUTF8")
@@ -435,6 +524,12 @@ class _Session:
             raise _Hangup
 
     async def cmd_starttls(self, arg: str) -> None:
+        try:
+            await self.starttls(arg)
+        finally:
+            self.reading.set()  # the reader paused at this line (see read_lines)
+
+    async def starttls(self, arg: str) -> None:
         if not self.b.starttls or self.tls:
             await self.send(502, "5.5.1 STARTTLS not available")
             return
@@ -480,8 +575,11 @@ class _Session:
         if not path:
             await self.send(501, "5.5.4 Syntax: RCPT TO:<address>")
             return
-        if self.b.fault == "drop_at_rcpt":
+        if self.b.fault == "drop_at_rcpt" or (
+            self.b.drop_after_rcpts is not None and self.rcpts_answered >= self.b.drop_after_rcpts
+        ):
             raise _Hangup
+        self.rcpts_answered += 1
         if self.b.max_rcpts is not None and self.rcpt_count >= self.b.max_rcpts:
             await self.send(452, "4.5.3 Error: too many recipients")
             return
