@@ -4,6 +4,7 @@ gate the results, publish the summary, push webhooks."""
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import polars as pl
 from prefect import get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
+from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from mailsift.errors import BackendAuthError, QualityGateFailed
@@ -25,6 +27,8 @@ from tasks.verify import settings_with
 from warehouse import RESULT_SCHEMA, Warehouse
 
 __all__ = [
+    "RunContext",
+    "run_context",
     "RunCounters", "verify_and_load", "gate_results", "publish_summary", "push_webhooks", "fail_run",
 ]
 
@@ -49,6 +53,31 @@ class RunCounters:
             "n_from_warehouse": self.n_from_warehouse,
             "n_verified": self.n_verified,
         }
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every flow run starts from: its id, backend, warehouse path and a scratch dir."""
+
+    run_id: str
+    backend: str
+    db_path: Path
+    work_dir: str
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """Settings the verify tasks apply over the environment (never a secret)."""
+        return {"backend": self.backend}
+
+
+def run_context(backend: str | None, db: str | None, prefix: str) -> RunContext:
+    settings = settings_with({"backend": backend})
+    return RunContext(
+        run_id=str(flow_run.get_id() or f"local-{int(time.time() * 1000)}"),
+        backend=settings.backend,
+        db_path=Path(db) if db else settings.db,
+        work_dir=tempfile.mkdtemp(prefix=prefix),
+    )
 
 
 def verify_and_load(

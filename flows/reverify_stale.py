@@ -7,14 +7,11 @@ verifications is append-only, latest_verifications shows the newest.
 from __future__ import annotations
 
 import shutil
-import tempfile
-import time
-from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import (
@@ -24,12 +21,12 @@ from flows.common import (
     gate_results,
     publish_summary,
     push_webhooks,
+    run_context,
     verify_and_load,
     write_results,
 )
-from mailsift.errors import MailsiftError
+from mailsift.errors import MailsiftError, WarehouseError
 from mailsift.result import utcnow
-from tasks.verify import settings_with
 from warehouse import Warehouse
 
 __all__ = ["reverify_stale"]
@@ -63,24 +60,26 @@ def reverify_stale(
         webhook_retry_minutes: Waits between webhook delivery attempts (5 attempts by default).
     """
     logger = get_run_logger()
-    run_id = flow_run.get_id() or f"local-{int(time.time() * 1000)}"
-    settings = settings_with({"backend": backend})
-    overrides = {"backend": settings.backend}
-    db_path = Path(db) if db else settings.db
+    ctx = run_context(backend, db, prefix="mailsift-reverify-")
+    run_id, work_dir = ctx.run_id, ctx.work_dir
     counters = RunCounters()
-    work_dir = tempfile.mkdtemp(prefix="mailsift-reverify-")
     try:
-        with Warehouse.open(db_path, create=False) as wh:
+        try:
+            wh = Warehouse.open(ctx.db_path, create=False)
+        except WarehouseError as exc:  # no warehouse yet: one line, no traceback
+            logger.error("%s", exc)
+            return Failed(message=str(exc), data=exc)
+        with wh:
             stale = wh.stale_emails(max_age_days=max_age_days, limit=limit)
             logger.info("%d addresses last verified more than %d days ago", len(stale), max_age_days)
-            wh.start_run(run_id, FLOW_NAME, settings.backend, utcnow())
+            wh.start_run(run_id, FLOW_NAME, ctx.backend, utcnow())
             emails = pl.DataFrame({"email": stale}, schema={"email": pl.String}).with_columns(
                 pl.col("email").str.split("@").list.last().alias("domain")
             )
             counters.n_unique = emails.height
             try:
-                verify_and_load(wh, emails, run_id=run_id, backend=settings.backend,
-                                overrides=overrides, batch_size=batch_size, counters=counters)
+                verify_and_load(wh, emails, run_id=run_id, backend=ctx.backend,
+                                overrides=ctx.overrides, batch_size=batch_size, counters=counters)
                 results = wh.latest(emails.get_column("email"))
                 gate = None
                 if results.height:

@@ -7,14 +7,11 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -25,13 +22,13 @@ from flows.common import (
     gate_results,
     publish_summary,
     push_webhooks,
+    run_context,
     verify_and_load,
     write_results,
 )
 from mailsift.errors import MailsiftError
 from mailsift.result import utcnow
 from tasks.steps import extract_contacts, write_exports
-from tasks.verify import settings_with
 from warehouse import Warehouse
 
 __all__ = ["verify_crm_exports"]
@@ -70,12 +67,9 @@ def verify_crm_exports(
         webhook_secret_env: Name of the environment variable that holds the webhook secret.
         webhook_retry_minutes: Waits between webhook delivery attempts (5 attempts by default).
     """
-    run_id = flow_run.get_id() or f"local-{int(time.time() * 1000)}"
-    settings = settings_with({"backend": backend})
-    overrides = {"backend": settings.backend}
-    db_path = Path(db) if db else settings.db
+    ctx = run_context(backend, db, prefix="mailsift-run-")
+    run_id, work_dir = ctx.run_id, ctx.work_dir
     counters = RunCounters()
-    work_dir = tempfile.mkdtemp(prefix="mailsift-run-")
     try:
         t0 = time.perf_counter()
         extracted = extract_contacts(sources, email_column, work_dir, return_state=True)
@@ -88,10 +82,10 @@ def verify_crm_exports(
         counters.n_unique = info["n_unique"]
         counters.timings["extract_s"] = round(time.perf_counter() - t0, 3)
 
-        with Warehouse.open(db_path) as wh:
-            wh.start_run(run_id, FLOW_NAME, settings.backend, utcnow())
+        with Warehouse.open(ctx.db_path) as wh:
+            wh.start_run(run_id, FLOW_NAME, ctx.backend, utcnow())
             try:
-                result = _run(wh, info, run_id, settings.backend, overrides, counters, work_dir,
+                result = _run(wh, info, run_id, ctx.backend, ctx.overrides, counters, work_dir,
                               max_age_days, retry_unknown_after_minutes, max_unknown_share,
                               batch_size, out_dir)
             except MailsiftError as exc:

@@ -372,3 +372,11 @@ def test_failing_receiver_gets_five_attempts_then_webhooks_retry_delivers(
         first, last = receiver.requests_for("/hook")[0], receiver.requests_for("/hook")[-1]
     assert last.body == first.body and verify_signature(last.body, "another-secret", last.header("X-Webhook-Signature"))
     assert sql(db, "SELECT max(attempt), bool_or(is_delivered) FROM webhook_deliveries") == [(6, True)]
+
+
+def test_reverify_without_a_warehouse_fails_with_one_line(tmp_path: Path) -> None:
+    from flows.reverify_stale import reverify_stale
+
+    state = reverify_stale(db=str(tmp_path / "none.duckdb"), return_state=True)
+    assert state.is_failed() and "none.duckdb" in state.message
+    assert not (tmp_path / "none.duckdb").exists()
