@@ -1,2 +1,2 @@
 """All deployments in one place: :data:`deployments.serve.DEPLOYMENTS`, served by
-``python -m deployments.serve`` (or ``mailsift serve``)."""
+``python -m deployments.serve``."""
