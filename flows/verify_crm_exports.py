@@ -85,15 +85,14 @@ def verify_crm_exports(
         with Warehouse.open(ctx.db_path) as wh:
             wh.start_run(run_id, FLOW_NAME, ctx.backend, utcnow())
             try:
-                result = _run(wh, info, run_id, ctx.backend, ctx.overrides, counters, work_dir,
+                result, results = _run(wh, info, run_id, ctx.backend, ctx.overrides, counters, work_dir,
                               max_age_days, retry_unknown_after_minutes, max_unknown_share,
                               batch_size, out_dir)
             except MailsiftError as exc:
                 return fail_run(wh, run_id, exc, counters)
             if webhook_url:
                 result["webhooks"] = push_webhooks(
-                    wh, run_id, webhook_url, webhook_secret_env, webhook_retry_minutes,
-                    wh.latest(pl.read_parquet(info["unique"]).get_column("email")),
+                    wh, run_id, webhook_url, webhook_secret_env, webhook_retry_minutes, results
                 )
             wh.finish_run(run_id, status="completed", finished_at=utcnow(), summary=result,
                           **counters.as_counts())
@@ -104,7 +103,9 @@ def verify_crm_exports(
 
 def _run(wh: Warehouse, info: dict[str, Any], run_id: str, backend: str, overrides: dict[str, Any],
          counters: RunCounters, work_dir: str, max_age_days: int, retry_unknown_after_minutes: int,
-         max_unknown_share: float, batch_size: int, out_dir: str) -> dict[str, Any]:
+         max_unknown_share: float, batch_size: int, out_dir: str
+         ) -> tuple[dict[str, Any], pl.DataFrame]:
+    """Load, verify, gate and export; returns the summary and the run's results."""
     t0 = time.perf_counter()
     rows = pl.read_parquet(info["rows"])
     wh.upsert_contacts(
@@ -143,5 +144,6 @@ def _run(wh: Warehouse, info: dict[str, Any], run_id: str, backend: str, overrid
     t0 = time.perf_counter()
     exports = write_exports(info["rows"], results_path, out_dir)
     counters.timings["export_s"] = round(time.perf_counter() - t0, 3)
-    return publish_summary(FLOW_NAME, counters, counts(results, "status"), counts(results, "reason"),
-                           gate, exports)
+    summary = publish_summary(FLOW_NAME, counters, counts(results, "status"),
+                              counts(results, "reason"), gate, exports)
+    return summary, results

@@ -92,7 +92,6 @@ class Evidence:
     accepts_all: bool = False  # provider rule: every RCPT gets 250 there
     rcpt: RcptOutcome | None = None  # None: SMTP not run
     catch_all: bool | None = None
-    smtp_enabled: bool = True
 
 
 def _result(email: str, status: str, reason: str, checks: Checks, **extra: object) -> VerificationResult:

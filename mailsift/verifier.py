@@ -65,7 +65,6 @@ class Verifier:
         self.resolver = DnsResolver(self.settings)
         self.prober = SmtpProber(self.settings, self.resolver)
         self.stats = VerifierStats()
-        self._port25_warned = False
 
     async def __aenter__(self) -> Verifier:
         return self
@@ -175,7 +174,6 @@ class Verifier:
                 mx=mx,
                 provider=provider,
                 accepts_all=accepts_all,
-                smtp_enabled=self.settings.smtp_enabled,
             )
             for i, address in members
         }
@@ -199,11 +197,10 @@ class Verifier:
         if any(o.kind != "unreachable" for o in outcomes):
             self.stats.smtp_domains_reached += 1
         if (
-            not self._port25_warned
+            not self.stats.port25_blocked
             and self.stats.smtp_domains_reached == 0
             and self.stats.smtp_domains_tried >= _PORT25_THRESHOLD
         ):
-            self._port25_warned = True
             self.stats.port25_blocked = True
             log.warning(PORT25_HELP.format(port=self.settings.smtp_port, n=self.stats.smtp_domains_tried))
 
