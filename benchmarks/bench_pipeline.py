@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # -- 5. the engine alone at the limits the pipeline actually runs it with: each of
         # the flow's worker threads runs a batch in its own event loop, and the engine's
-        # connection limits are per event loop (mailsift/smtp.py _Limits).
+        # connection limits are per event loop (mailsift/smtp/session.py Limits).
         workers = int(getattr(verify_crm_exports.task_runner, "_max_workers", None) or 4)
         matched = settings.model_copy(update={
             "concurrency": settings.concurrency * workers,

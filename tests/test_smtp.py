@@ -19,7 +19,8 @@ from smtp_fixtures import INJECTED, Net
 
 from mailsift.dns import DnsResolver
 from mailsift.settings import Settings
-from mailsift.smtp import DomainProbe, RcptOutcome, SmtpProber, _ReplyReader, classify_reply
+from mailsift.smtp import DomainProbe, RcptOutcome, SmtpProber, classify_reply
+from mailsift.smtp.wire import ReplyReader
 from mailsift.testing.dns_server import DnsServer
 from mailsift.testing.smtp_server import BEHAVIOURS, SmtpFarm
 
@@ -687,7 +688,7 @@ def test_reply_reader_splits_and_bounds_replies():
 
     async def scenario() -> None:
         inner = Inner()
-        reader = _ReplyReader(inner, expected=3)
+        reader = ReplyReader(inner, expected=3)
         # several replies in one segment, a multi-line one, one split across segments,
         # and one more than was asked for (dropped)
         reader.data_received(b"250 2.1.5 Ok\r\n550-5.1.1 no such\r\n550 5.1.1 user\r\n45")
@@ -700,7 +701,7 @@ def test_reply_reader_splits_and_bounds_replies():
         assert not reader.replies
 
         # replies that came before the connection broke are still read, then the break
-        reader = _ReplyReader(inner, expected=3)
+        reader = ReplyReader(inner, expected=3)
         reader.data_received(b"250 Ok\r\n")
         reader.connection_lost(None)
         assert inner.lost  # aiosmtplib's protocol is told
@@ -713,14 +714,14 @@ def test_reply_reader_splits_and_bounds_replies():
             (b"250-ok\r\n" * 5_000, "too long"),  # a reply that never ends: bounded
             (b"HTTP/1.1 400 Bad Request\r\n", "malformed"),
         ]:
-            reader = _ReplyReader(Inner(), expected=1)
+            reader = ReplyReader(Inner(), expected=1)
             reader.data_received(garbage)
             with pytest.raises(SMTPResponseException) as caught:
                 await reader.read(1)
             assert text in caught.value.message.lower()
             assert len(reader.buffer) == 0
 
-        reader = _ReplyReader(Inner(), expected=1)
+        reader = ReplyReader(Inner(), expected=1)
         with pytest.raises(TimeoutError):
             await reader.read(0.05)
 

@@ -1,0 +1,50 @@
+"""What a probe comes to: one outcome per address, one probe per domain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+__all__ = ["DomainProbe", "HostResolver", "Kind", "RcptOutcome", "Stage"]
+
+#: What one address's RCPT (or the conversation before it) came to. ``not_found``,
+#: ``disabled`` and ``full`` are about the mailbox; the rest are about the way there.
+Kind = Literal[
+    "accepted",
+    "not_found",
+    "disabled",
+    "full",
+    "temporary",
+    "blocked",
+    "timeout",
+    "unreachable",
+    "error",
+]
+Stage = Literal["banner", "helo", "starttls", "mail", "rcpt"]
+
+@dataclass(frozen=True, slots=True)
+class RcptOutcome:
+    """What one address's ``RCPT TO`` came to (or why it was never asked)."""
+
+    email: str
+    kind: Kind
+    code: int | None
+    message: str | None  # server text (sanitized, truncated to 500 chars) or our reason
+    mx_host: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DomainProbe:
+    """One :meth:`SmtpProber.probe` call: an outcome per requested email, same order."""
+
+    domain: str
+    outcomes: tuple[RcptOutcome, ...]
+    catch_all: bool | None  # a random local part accepted / refused; None: not determined
+    connections: int  # SMTP connections opened for this call
+
+
+class HostResolver(Protocol):
+    """What the prober needs from :class:`mailsift.dns.DnsResolver`."""
+
+    async def host_addresses(self, host: str) -> tuple[str, ...]: ...
+

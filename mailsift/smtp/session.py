@@ -1,0 +1,516 @@
+"""One probe call's conversations: per-domain and global connection slots, the MX
+targets in preference order, and the sessions that carry the RCPT commands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+import socket
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import aiosmtplib
+from aiosmtplib import SMTPResponse
+
+from mailsift.settings import Settings
+from mailsift.smtp.outcomes import Kind, RcptOutcome
+from mailsift.smtp.replies import classify_reply, is_too_many, sanitize_message
+from mailsift.smtp.wire import one_by_one, pipelined, rcpt_command, sni
+
+if TYPE_CHECKING:
+    from mailsift.smtp.prober import SmtpProber
+
+log = logging.getLogger("mailsift.smtp")
+
+#: A second (third...) connection to a domain is opened only when each would carry at
+#: least this many addresses: for a handful, one connection is faster than two handshakes.
+MIN_RCPTS_PER_CONNECTION = 5
+#: Addresses (IPs) tried per domain at most, over all its MX hosts.
+MAX_TARGETS = 6
+#: Connections that may carry one address before it gets the failure as its outcome.
+MAX_ATTEMPTS = 2
+#: RCPT commands written at once to a server that offers PIPELINING (RFC 2920).
+PIPELINE_DEPTH = 50
+
+_RANK: dict[str, int] = {"unreachable": 1, "timeout": 2, "error": 3, "temporary": 4, "blocked": 5}
+
+
+class Limits:
+    """Connection slots of one event loop: one global semaphore, one per domain
+    (created on demand, dropped when nobody holds or waits for it)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = asyncio.Semaphore(total)
+        self.domains: dict[str, list] = {}  # domain -> [Semaphore, users]
+
+    @contextlib.asynccontextmanager
+    async def slot(self, domain: str, per_domain: int) -> AsyncIterator[None]:
+        entry = self.domains.get(domain)
+        if entry is None:
+            entry = self.domains[domain] = [asyncio.Semaphore(per_domain), 0]
+        entry[1] += 1
+        try:
+            async with entry[0], self.total:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0 and self.domains.get(domain) is entry:
+                del self.domains[domain]
+
+
+# --------------------------------------------------------------------------- one call
+
+
+@dataclass(slots=True)
+class Target:
+    host: str
+    ip: str
+    alive: bool = True
+    proven: bool = False  # a conversation got past MAIL FROM here
+
+
+Next = Literal["done", "next", "retire"]
+
+
+@dataclass(slots=True)
+class Failure:
+    kind: Kind
+    code: int | None
+    message: str
+    host: str | None
+
+    def outcome(self, email: str) -> RcptOutcome:
+        return RcptOutcome(email, self.kind, self.code, sanitize_message(self.message), self.host)
+
+
+@dataclass(slots=True)
+class Conn:
+    """One connection, as its RCPT phase and its failure handling see it."""
+
+    target: Target
+    smtp: aiosmtplib.SMTP
+    utf8: bool = False
+    pipelining: bool = False
+    #: Addresses sent and not answered yet, or refused as "too many recipients" and not
+    #: sent again yet: if the connection breaks, each is retried elsewhere (once).
+    inflight: list[str] = field(default_factory=list)
+    established: bool = False  # got past MAIL FROM (and the catch-all probe)
+    polite: bool = True  # end with QUIT
+
+
+class Abort(Exception):
+    """This connection ends on ``failure``."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+@dataclass(slots=True)
+class DomainRun:
+    """The state of one :meth:`SmtpProber.probe` call."""
+
+    prober: SmtpProber
+    domain: str
+    mx_hosts: list[str]
+    queue: deque[str]
+    want_catch_all: bool
+    needs_utf8: bool
+    results: dict[str, RcptOutcome] = field(default_factory=dict)
+    last: dict[str, Failure] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+    targets: list[Target] = field(default_factory=list)
+    next_host: int = 0
+    failure: Failure | None = None
+    connections: int = 0
+    catch_all: bool | None = None
+    catch_all_done: bool = False
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    established: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def settings(self) -> Settings:
+        return self.prober.settings
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    def note(self, failure: Failure) -> None:
+        """Keep the most telling failure (blocked > temporary > error > timeout >
+        unreachable; the later one on a tie)."""
+        if self.failure is None or _RANK[failure.kind] >= _RANK[self.failure.kind]:
+            self.failure = failure
+
+    def retry_or_settle(self, email: str, failure: Failure) -> None:
+        """An address whose connection broke: try it on another connection, once."""
+        self.attempts[email] = self.attempts.get(email, 0) + 1
+        self.last[email] = failure
+        if self.attempts[email] < MAX_ATTEMPTS:
+            self.queue.appendleft(email)
+        else:
+            self.results[email] = failure.outcome(email)
+
+    async def target(self) -> Target | None:
+        """The first address of the most preferred MX host not yet failed; hosts are
+        resolved only when the ones before them have failed."""
+        async with self.lock:
+            while True:
+                for target in self.targets:
+                    if target.alive:
+                        return target
+                if self.next_host >= len(self.mx_hosts) or len(self.targets) >= MAX_TARGETS:
+                    return None
+                host = self.mx_hosts[self.next_host]
+                self.next_host += 1
+                try:
+                    ips = await self.prober.resolver.host_addresses(host)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 -- a resolver fault is a failure, not a crash
+                    ips = ()
+                known = {t.ip for t in self.targets}
+                fresh = [ip for ip in dict.fromkeys(ips) if ip not in known]
+                if not fresh:
+                    self.note(Failure("unreachable", None, f"no address for MX host {host}", host))
+                for ip in fresh[: MAX_TARGETS - len(self.targets)]:
+                    self.targets.append(Target(host, ip))
+
+    # -- orchestration -----------------------------------------------------------------
+
+    async def execute(self) -> None:
+        total = len(self.queue)
+        workers = min(
+            self.settings.per_domain_concurrency,
+            max(1, math.ceil(total / MIN_RCPTS_PER_CONNECTION)),
+        )
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.worker(first=True))
+            if workers > 1:
+                group.create_task(self.spawn(group, workers - 1))
+        for email in list(self.queue):
+            failure = self.last.get(email) or self.failure
+            if failure is None:
+                failure = Failure("unreachable", None, "no MX host could be tried", None)
+            self.results.setdefault(email, failure.outcome(email))
+        self.queue.clear()
+
+    async def spawn(self, group: asyncio.TaskGroup, extra: int) -> None:
+        """More connections only once the first one holds a conversation: a dead or
+        tarpitting domain costs one connection, not ``per_domain_concurrency``."""
+        await self.ready.wait()
+        if self.established:
+            for _ in range(extra):
+                if self.queue:
+                    group.create_task(self.worker(first=False))
+
+    async def worker(self, *, first: bool) -> None:
+        try:
+            while self.queue:
+                target = await self.target()
+                if target is None:
+                    return
+                async with self.prober._limits().slot(
+                    self.domain, self.settings.per_domain_concurrency
+                ):
+                    if not self.queue:
+                        return
+                    if await self.session(target) == "retire":
+                        return
+        finally:
+            if first:
+                self.ready.set()
+
+    # -- one connection ----------------------------------------------------------------
+
+    def after_failure(
+        self, target: Target, failure: Failure, inflight: Sequence[str], established: bool
+    ) -> Next:
+        """Record a broken connection and say what its worker does next."""
+        self.note(failure)
+        log.debug("smtp %s (%s): %s %s", target.host, target.ip, failure.kind, failure.message)
+        for email in reversed(inflight):  # back at the head of the queue in their order
+            self.retry_or_settle(email, failure)
+        if target.proven and not established:
+            # The host holds conversations on other connections; this one was turned
+            # away (a per-client connection limit, say): fewer connections, same host.
+            return "retire"
+        target.alive = False
+        return "next"
+
+    def failure_from(self, exc: BaseException, stage: str, target: Target) -> Failure:
+        where = f"{stage} at {target.host}" + (
+            f" ({target.ip})" if target.ip != target.host else ""
+        )
+        if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code > 0:
+            kind = classify_reply(exc.code, exc.message, stage)  # type: ignore[arg-type]
+            return Failure(kind, exc.code, exc.message, target.host)
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
+            return Failure("error", None, f"invalid reply ({where}): {exc.message}", target.host)
+        if isinstance(exc, TimeoutError):
+            return Failure("timeout", None, f"timed out ({where})", target.host)
+        if isinstance(exc, ssl.SSLError):
+            return Failure("error", None, f"TLS failed ({where}): {exc}", target.host)
+        if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError)):
+            return Failure(
+                "error", None, f"connection closed by the server ({where})", target.host
+            )
+        if isinstance(exc, OSError):
+            return Failure("error", None, f"connection failed ({where}): {exc}", target.host)
+        return Failure("error", None, f"{type(exc).__name__} ({where}): {exc}", target.host)
+
+    async def connect(self, target: Target) -> socket.socket:
+        """A TCP connection (RFC 5321 3.1), within the step timeout."""
+        timeout = self.settings.smtp_timeout
+        family = socket.AF_INET6 if ":" in target.ip else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.get_running_loop().sock_connect(
+                    sock, (target.ip, self.settings.smtp_port)
+                )
+        except TimeoutError:
+            sock.close()
+            # Never connected: the host (or port 25 on our side) is unreachable. This is
+            # what a blocked outbound port 25 looks like (packets dropped, not refused).
+            raise Abort(
+                Failure(
+                    "unreachable",
+                    None,
+                    f"timed out connecting to {target.host} ({target.ip})",
+                    target.host,
+                )
+            ) from None
+        except OSError as exc:
+            sock.close()
+            reason = "connection refused" if isinstance(exc, ConnectionRefusedError) else str(exc)
+            raise Abort(
+                Failure("unreachable", None, f"{reason}: {target.host} ({target.ip})", target.host)
+            ) from None
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def session(self, target: Target) -> Next:
+        """One connection: greet, maybe STARTTLS, one mail transaction (more after a
+        "too many recipients" 452), as many RCPT as allowed (pipelined when the server
+        offers PIPELINING), QUIT. Never DATA."""
+        settings = self.settings
+        timeout = settings.smtp_timeout
+        try:
+            sock = await self.connect(target)
+        except Abort as abort:
+            return self.after_failure(target, abort.failure, [], False)
+        self.connections += 1
+        self.prober.connections_opened += 1
+        smtp = aiosmtplib.SMTP(
+            sock=sock,
+            local_hostname=settings.helo_hostname,
+            timeout=timeout,
+            start_tls=False,
+            use_tls=False,
+            validate_certs=False,
+        )
+        conn = Conn(target, smtp)
+        stage = "banner"
+        failure: Failure | None = None
+        try:
+            await smtp.connect()
+            stage = "helo"
+            await self.greet(smtp)
+            if settings.smtp_starttls and smtp.supports_extension("starttls"):
+                stage = "starttls"
+                async with asyncio.timeout(timeout * 2):
+                    await smtp.starttls(
+                        tls_context=self.prober._tls,
+                        server_hostname=sni(target.host),
+                        timeout=timeout,
+                    )
+                stage = "helo"
+                await self.greet(smtp)  # RFC 3207 4.2: the EHLO list is learnt anew
+            conn.utf8 = smtp.supports_extension("smtputf8")
+            conn.pipelining = smtp.supports_extension("pipelining")
+            if not settings.mail_from.isascii() and not conn.utf8:
+                lacks = Failure("error", None, "server lacks SMTPUTF8", target.host)
+                for email in list(self.queue):
+                    self.results[email] = lacks.outcome(email)
+                self.queue.clear()
+                return "done"
+            stage = "mail"
+            await self.mail_from(smtp, target, conn.utf8)
+            stage = "rcpt"
+            await self.recipients(conn)
+        except Abort as abort:
+            failure = abort.failure
+        except asyncio.CancelledError:
+            conn.polite = False
+            raise
+        except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError, UnicodeError) as exc:
+            conn.polite = False
+            failure = self.failure_from(exc, stage, target)
+        except Exception as exc:  # a bug here must not lose the other addresses
+            conn.polite = False
+            log.exception("smtp probe of %s at %s failed", self.domain, target.host)
+            failure = self.failure_from(exc, stage, target)
+        finally:
+            if conn.polite and smtp.is_connected:
+                with contextlib.suppress(Exception):
+                    await smtp.quit(timeout=timeout)
+            # The transport owns the socket now: closing it here behind the transport's
+            # back would free the descriptor while the selector still watches it.
+            smtp.close()
+        if failure is None:
+            return "done"
+        return self.after_failure(target, failure, conn.inflight, conn.established)
+
+    def establish(self, conn: Conn) -> None:
+        """This connection holds a conversation: other connections may open now."""
+        conn.established = conn.target.proven = self.established = True
+        self.ready.set()
+
+    async def recipients(self, conn: Conn) -> None:
+        """The RCPT commands of one connection: the catch-all probe first (when still
+        wanted), then queued addresses, up to ``max_rcpt_per_connection`` of them.
+
+        With PIPELINING they go in groups of up to :data:`PIPELINE_DEPTH` (one write, the
+        replies read in order); without, one at a time. A ``452 4.5.3`` (too many
+        recipients) after the transaction took some recipients sends that address again
+        in a new transaction (RSET, MAIL FROM; RFC 5321 4.5.3.1.10); with pipelining the
+        limit so learnt sizes the groups, so that few commands are wasted.
+        """
+        settings = self.settings
+        smtp, target = conn.smtp, conn.target
+        depth = PIPELINE_DEPTH if conn.pipelining else 1
+        probe: str | None = None
+        if self.want_catch_all and not self.catch_all_done:
+            probe = f"mailsift-probe-{secrets.token_hex(6)}@{self.domain}"
+        else:
+            self.establish(conn)
+        sent = 0  # addresses sent on this connection (a re-sent one counts again)
+        in_txn = 0  # recipients the server took into this transaction (any reply but 452 4.5.3)
+        # Recipients per transaction, learnt from a 452 4.5.3 (here or on an earlier
+        # connection to this address); it sizes pipelined groups only.
+        txn_limit = self.prober._txn_limits.get(target.ip)
+        txn_full = False  # a 452 4.5.3 was seen in this transaction
+        carried: deque[str] = deque()  # refused as too many: the next transaction
+        while probe is not None or (
+            (carried or self.queue) and sent < settings.max_rcpt_per_connection
+        ):
+            limit = txn_limit if conn.pipelining else None
+            if txn_full or (limit is not None and in_txn >= limit):
+                await self.new_transaction(conn)
+                in_txn, txn_full = 0, False
+            group: list[str | None] = [None] if probe is not None else []  # None: the probe
+            room = min(
+                depth - len(group),
+                settings.max_rcpt_per_connection - sent,
+                (limit - in_txn - len(group)) if limit is not None else depth,
+            )
+            while room > 0 and (carried or self.queue):
+                if carried:
+                    email = carried.popleft()  # in flight already
+                else:
+                    email = self.queue.popleft()
+                    if not email.isascii() and not conn.utf8:
+                        self.results[email] = RcptOutcome(
+                            email, "error", None, "server lacks SMTPUTF8", target.host
+                        )
+                        continue
+                    conn.inflight.append(email)
+                group.append(email)
+                room -= 1
+            if not group:
+                continue
+            sent += len(group) - (probe is not None)
+            commands = [rcpt_command(probe if item is None else item) for item in group]
+            if conn.pipelining:
+                exchange = pipelined(smtp, commands, settings.smtp_timeout)
+            else:
+                exchange = one_by_one(smtp, commands, settings.smtp_timeout)
+            async with exchange as read:
+                for item in group:
+                    reply = await read()
+                    too_many = reply.code == 452 and is_too_many(reply.message)
+                    if item is None:
+                        probe = None
+                        self.catch_all_reply(reply)
+                        if reply.code != 421:
+                            self.establish(conn)
+                    elif too_many and in_txn > 0:
+                        carried.append(item)  # still in flight: sent again below
+                        txn_full = True
+                        txn_limit = in_txn if txn_limit is None else min(txn_limit, in_txn)
+                        self.prober._txn_limits[target.ip] = txn_limit
+                        continue
+                    else:
+                        conn.inflight.remove(item)
+                        kind = classify_reply(reply.code, reply.message, "rcpt")
+                        self.results[item] = RcptOutcome(
+                            item, kind, reply.code, sanitize_message(reply.message), target.host
+                        )
+                    if not too_many:
+                        in_txn += 1
+                    if reply.code == 421:  # the server is closing: back off (RFC 5321 3.8)
+                        # Replies after it are not read; their addresses were not answered.
+                        conn.polite = False
+                        for email in reversed(conn.inflight):
+                            self.queue.appendleft(email)
+                        conn.inflight.clear()
+                        kind = classify_reply(reply.code, reply.message, "rcpt")
+                        raise Abort(Failure(kind, reply.code, reply.message, target.host))
+        for email in reversed(carried):  # out of budget: another connection takes them
+            conn.inflight.remove(email)
+            self.queue.appendleft(email)
+
+    async def new_transaction(self, conn: Conn) -> None:
+        await self.rset(conn.smtp, conn.target)
+        await self.mail_from(conn.smtp, conn.target, conn.utf8)
+
+    async def greet(self, smtp: aiosmtplib.SMTP) -> None:
+        """EHLO, or HELO when EHLO is refused (RFC 5321 4.1.1.1)."""
+        try:
+            await smtp.ehlo(timeout=self.settings.smtp_timeout)
+        except aiosmtplib.SMTPHeloError as exc:
+            if exc.code == 421 or not smtp.is_connected:
+                raise
+            await smtp.helo(timeout=self.settings.smtp_timeout)
+
+    async def mail_from(self, smtp: aiosmtplib.SMTP, target: Target, utf8: bool) -> None:
+        params = (
+            [b"SMTPUTF8"]
+            if utf8 and (self.needs_utf8 or not self.settings.mail_from.isascii())
+            else []
+        )
+        sender = self.settings.mail_from.encode("utf-8")
+        reply = await smtp.execute_command(
+            b"MAIL", b"FROM:<" + sender + b">", *params, timeout=self.settings.smtp_timeout
+        )
+        if reply.code != 250:
+            # 5xx: our sender or IP is refused; 4xx: try later. Either way stop here.
+            kind = classify_reply(reply.code, reply.message, "mail")
+            raise Abort(Failure(kind, reply.code, reply.message, target.host))
+
+    async def rset(self, smtp: aiosmtplib.SMTP, target: Target) -> None:
+        reply = await smtp.execute_command(b"RSET", timeout=self.settings.smtp_timeout)
+        if reply.code != 250:
+            raise Abort(Failure("error", reply.code, reply.message, target.host))
+
+    def catch_all_reply(self, reply: SMTPResponse) -> None:
+        """The reply to the RCPT for a local part nobody has: accepted means the domain
+        accepts all; a 5xx (not a block) that it does not; anything else tells nothing."""
+        self.catch_all_done = True
+        kind = classify_reply(reply.code, reply.message, "rcpt")
+        if kind == "accepted":
+            self.catch_all = True
+        elif 500 <= reply.code < 600 and kind != "blocked":
+            self.catch_all = False
+        if self.catch_all is not None:
+            self.prober._catch_all[self.domain] = self.catch_all
+
