@@ -45,6 +45,7 @@ REASONS: dict[str, str] = {
     "smtp_timeout": "unknown",
     "smtp_unreachable": "unknown",
     "smtp_blocked": "unknown",
+    "smtp_rejected": "unknown",  # a 5xx that names neither the mailbox nor us: not proof
     "smtp_error": "unknown",
     "smtp_disabled": "unknown",
     "api_timeout": "unknown",

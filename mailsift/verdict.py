@@ -13,6 +13,7 @@ Precedence (first match wins), following DESIGN.md "Verdicts, in brief":
    SMTP: mailbox full (552, x.2.2)                          -> risky
    SMTP: accepted                                           -> valid
    SMTP: 4xx, blocked, timeout, refused, garbage            -> unknown, never invalid
+   SMTP: a 5xx that proves nothing about the mailbox          -> unknown  (smtp_rejected)
 
 Scores sit inside the status's band (valid >= 0.7; risky and unknown in [0.3, 0.7);
 invalid < 0.3), so a score alone can be thresholded.
@@ -54,6 +55,7 @@ SCORES: dict[str, float] = {
     "smtp_timeout": 0.4,
     "smtp_unreachable": 0.4,
     "smtp_blocked": 0.4,
+    "smtp_rejected": 0.35,
     "smtp_error": 0.4,
 }
 
@@ -64,6 +66,7 @@ _SMTP_KIND: dict[str, tuple[str, str]] = {
     "full": ("risky", "mailbox_full"),
     "temporary": ("unknown", "greylisted"),
     "blocked": ("unknown", "smtp_blocked"),
+    "rejected": ("unknown", "smtp_rejected"),
     "timeout": ("unknown", "smtp_timeout"),
     "unreachable": ("unknown", "smtp_unreachable"),
     "error": ("unknown", "smtp_error"),

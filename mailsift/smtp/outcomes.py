@@ -9,11 +9,14 @@ __all__ = ["DomainProbe", "HostResolver", "Kind", "RcptOutcome", "Stage"]
 
 #: What one address's RCPT (or the conversation before it) came to. ``not_found``,
 #: ``disabled`` and ``full`` are about the mailbox; the rest are about the way there.
+#: ``rejected`` is a 5xx at RCPT that names neither the mailbox nor the client: not proof
+#: that the mailbox is missing (the session may still prove it, see :mod:`.session`).
 Kind = Literal[
     "accepted",
     "not_found",
     "disabled",
     "full",
+    "rejected",
     "temporary",
     "blocked",
     "timeout",
