@@ -11,6 +11,7 @@ Nothing here is a mock: the engine speaks real DNS and SMTP to these servers.
 
 from mailsift.testing.dns_server import DnsServer
 from mailsift.testing.http_server import HttpServer, Reply
+from mailsift.testing.middlebox import Middlebox
 from mailsift.testing.smtp_server import BEHAVIOURS, Behaviour, SmtpFarm, SmtpServer
 from mailsift.testing.world import MxSpec, World
 
@@ -19,6 +20,7 @@ __all__ = [
     "Behaviour",
     "DnsServer",
     "HttpServer",
+    "Middlebox",
     "MxSpec",
     "Reply",
     "SmtpFarm",

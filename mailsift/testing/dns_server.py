@@ -13,6 +13,16 @@ given, with the answers a real authoritative server gives (RFC 1034/1035, RFC 23
 Failures can be injected per name: ``servfail`` answers ``SERVFAIL``, ``timeout``
 silently drops the query. Every query is recorded in :attr:`DnsServer.queries`.
 
+The root (``.``) always exists, as on the real internet: a query for it gets ``NOERROR``
+(and the SOA for a type it has no records of), and so does every name above a held one
+(a TLD such as ``test``: an empty non-terminal, RFC 8020).
+
+A whole resolver can be made to lie, as broken networks do, with
+:meth:`DnsServer.set_global_failure` (see there): ``nxdomain`` for every name (captive
+portals, DNS filtering, broken sandboxes), ``servfail`` for every name, ``timeout`` (no
+answer at all), or ``wildcard`` (every name that does not exist gets an address: the
+NXDOMAIN rewriting of some ISPs and captive portals).
+
 dnslib does the wire format; the sockets are served by one background thread with a
 selector (dnslib's own socketserver needs half a second to shut down and a thread per
 request), so :meth:`DnsServer.stop` returns at once and leaves no thread behind.
@@ -30,13 +40,16 @@ from typing import Literal, Self
 
 import dns.exception
 import dns.name
-from dnslib import AAAA, CLASS, MX, OPCODE, QTYPE, RCODE, RR, SOA, TXT, A, DNSRecord
+import dns.reversename
+from dnslib import AAAA, CLASS, MX, OPCODE, PTR, QTYPE, RCODE, RR, SOA, TXT, A, DNSRecord
 from dnslib.dns import EDNS0
 from dnslib.server import BaseResolver
 
-__all__ = ["DnsServer", "FailureMode"]
+__all__ = ["DnsServer", "FailureMode", "GlobalFailureMode"]
 
 FailureMode = Literal["servfail", "timeout"]
+#: What :meth:`DnsServer.set_global_failure` can make of every answer.
+GlobalFailureMode = Literal["nxdomain", "servfail", "timeout", "wildcard"]
 
 _Key = tuple[bytes, ...]  # lower-case labels, root first omitted: ("mx", "acme", "test")
 _Record = tuple[int, object, int]  # (qtype, dnslib rdata, ttl)
@@ -85,6 +98,8 @@ class _ZoneResolver(BaseResolver):
         self._held: set[_Key] = set()  # names added, with or without records
         self._names: set[_Key] = set()  # every held name and its ancestors (RFC 8020)
         self._failures: dict[_Key, FailureMode] = {}
+        self._global_failure: GlobalFailureMode | None = None
+        self._wildcard_ip = "127.0.0.1"
 
     # -- zone editing -----------------------------------------------------------------
 
@@ -126,6 +141,11 @@ class _ZoneResolver(BaseResolver):
             else:
                 self._failures[key] = mode
 
+    def set_global_failure(self, mode: GlobalFailureMode | None, wildcard_ip: str) -> None:
+        with self._lock:
+            self._global_failure = mode
+            self._wildcard_ip = wildcard_ip
+
     # -- answering --------------------------------------------------------------------
 
     def _soa(self, key: _Key) -> RR:
@@ -158,7 +178,20 @@ class _ZoneResolver(BaseResolver):
         with self._lock:
             failure = self._failures.get(key)
             records = list(self._records.get(key, ()))
-            exists = key in self._names
+            exists = key == () or key in self._names  # the root always exists
+            global_failure, wildcard_ip = self._global_failure, self._wildcard_ip
+        if global_failure == "nxdomain":
+            # A lying resolver: "no such name" for everything, the root included.
+            reply.header.rcode = RCODE.NXDOMAIN
+            reply.add_auth(self._soa(key))
+            return reply
+        if global_failure in ("servfail", "timeout"):
+            failure = global_failure
+        if global_failure == "wildcard" and not exists:
+            # NXDOMAIN rewriting: a name that does not exist "exists" and has an address.
+            exists = True
+            if question.qtype in (QTYPE.A, QTYPE.ANY):
+                records = [(QTYPE.A, A(wildcard_ip), 60)]
         if failure == "timeout":
             return None
         if failure == "servfail":
@@ -246,6 +279,14 @@ class DnsServer:
         """Add a TXT record (e.g. an SPF policy); the name then exists without mail records."""
         self._zone.add(_key(name), QTYPE.TXT, TXT(text.encode("utf-8")), ttl)
 
+    def add_ptr(self, ip: str, name: str, ttl: int = 300) -> None:
+        """Publish ``name`` as the reverse DNS of ``ip``: a PTR record at
+        ``4.3.2.1.in-addr.arpa`` (RFC 1035 3.5) or the nibbles under ``ip6.arpa``
+        (RFC 3596 2.5). Several calls give several PTR records."""
+        reverse = dns.reversename.from_address(str(ipaddress.ip_address(ip)))
+        target = _text(_key(name))
+        self._zone.add(_key(reverse.to_text()), QTYPE.PTR, PTR(target + "."), ttl)
+
     def add_name(self, name: str) -> None:
         """Make ``name`` exist with no records: queries get NOERROR and no data."""
         self._zone.add_name(_key(name))
@@ -260,6 +301,33 @@ class DnsServer:
         if mode not in ("servfail", "timeout", None):
             raise ValueError(f"unknown failure mode {mode!r}")
         self._zone.set_failure(_key(name), mode)
+
+    def set_global_failure(
+        self, mode: GlobalFailureMode | None, *, wildcard_ip: str = "127.0.0.1"
+    ) -> None:
+        """Make the whole server misbehave like a broken resolver, whatever the name
+        (per-name :meth:`set_failure` is overridden while this is on):
+
+        - ``"nxdomain"``: every query, the root included, gets ``NXDOMAIN`` -- a resolver
+          that lies (captive portals before login, DNS filtering, broken sandboxes; issue 8
+          saw it on a first try with real addresses);
+        - ``"servfail"``: every query gets ``SERVFAIL`` (a resolver with no upstream);
+        - ``"timeout"``: no query is answered at all;
+        - ``"wildcard"``: names that exist answer as usual, every name that does not
+          exist gets ``NOERROR`` and, asked for A, the address ``wildcard_ip`` -- the
+          NXDOMAIN rewriting of ISP "search helper" resolvers and captive portals
+          (ICANN SSAC, SAC 032 "Preliminary Report on DNS Response Modification", 2008;
+          Verisign's Site Finder wildcard under .com/.net, 2003);
+        - ``None``: back to normal.
+
+        Tests use it for the resolver-sanity checks of the verifier and of
+        ``mailsift doctor``.
+        """
+        if mode not in ("nxdomain", "servfail", "timeout", "wildcard", None):
+            raise ValueError(f"unknown global failure mode {mode!r}")
+        if ipaddress.ip_address(wildcard_ip).version != 4:
+            raise ValueError(f"{wildcard_ip!r} is not an IPv4 address")
+        self._zone.set_global_failure(mode, str(ipaddress.ip_address(wildcard_ip)))
 
     # -- life cycle -------------------------------------------------------------------
 

@@ -42,7 +42,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, Self
 
-__all__ = ["BEHAVIOURS", "Behaviour", "Fault", "SmtpFarm", "SmtpServer", "tls_server_context"]
+__all__ = [
+    "BEHAVIOURS",
+    "EHLO_ECHO_GREETINGS",
+    "Behaviour",
+    "Fault",
+    "SmtpFarm",
+    "SmtpServer",
+    "tls_server_context",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -100,6 +108,11 @@ class Behaviour:
     ehlo: bool = True
     #: RCPTs per mail transaction; more get 452 4.5.3 (RFC 5321 4.5.3.1.10).
     max_rcpts: int | None = None
+    #: First line of the EHLO reply; ``{helo}`` is the client's EHLO argument, ``{ip}``
+    #: the client's address as the server sees it. Many MTAs echo the client's IP
+    #: there (see :data:`EHLO_ECHO_GREETINGS`), which is how ``mailsift doctor``
+    #: learns the host's public egress address.
+    ehlo_greeting: str = "mx.mailsift.test greets {helo}"
 
     def __post_init__(self) -> None:
         if self.mailboxes is not None:
@@ -129,6 +142,20 @@ class Behaviour:
         return (550, f"5.1.1 <{address}>: Recipient address rejected: User unknown")
 
 
+#: EHLO greetings of real MTAs that echo the client's address (taken from public SMTP
+#: transcripts): Gmail's MX ("250-mx.google.com at your service, [198.51.100.24]"),
+#: Exchange Online / Outlook.com ("250-XX.mail.protection.outlook.com Hello
+#: [198.51.100.42]"), Exim's default ("250-host Hello client.example [192.0.2.1]") and
+#: Sendmail's ("250-host Hello client.example [192.0.2.1], pleased to meet you").
+#: Postfix echoes nothing ("250-host").
+EHLO_ECHO_GREETINGS: dict[str, str] = {
+    "gmail": "mx.mailsift.test at your service, [{ip}]",
+    "outlook": "mx.mailsift.test Hello [{ip}]",
+    "exim": "mx.mailsift.test Hello {helo} [{ip}]",
+    "sendmail": "mx.mailsift.test Hello {helo} [{ip}], pleased to meet you",
+    "postfix": "mx.mailsift.test",
+}
+
 BEHAVIOURS: dict[str, Behaviour] = {
     "accept": Behaviour(),
     "catch_all": Behaviour(mailboxes=None),
@@ -152,6 +179,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "starttls": Behaviour(starttls=True),
     "no_pipelining": Behaviour(pipelining=False),
     "drop_pipelined": Behaviour(fault="drop_pipelined"),
+    "echo_ip": Behaviour(ehlo_greeting=EHLO_ECHO_GREETINGS["gmail"]),
 }
 
 
@@ -484,7 +512,10 @@ class _Session:
         await self.greet_fault()
         self.greeted = True
         self.reset()
-        lines = [f"mx.mailsift.test greets {arg}", "SIZE 10240000", "8BITMIME"]
+        peer = self.writer.get_extra_info("peername")
+        client_ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        greeting = self.b.ehlo_greeting.format(helo=arg, ip=client_ip)
+        lines = [greeting, "SIZE 10240000", "8BITMIME"]
         if self.b.pipelining or self.b.fault == "drop_pipelined":
             lines.append("PIPELINING")
         lines.append("ENHANCEDSTATUSCODES")

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from mailsift.settings import Settings
 from mailsift.testing.dns_server import DnsServer
+from mailsift.testing.middlebox import Middlebox, MiddleboxMode
 from mailsift.testing.smtp_server import BEHAVIOURS, Behaviour, SmtpFarm, SmtpServer
 
 __all__ = ["World", "MxSpec", "DnsMode"]
@@ -46,6 +47,7 @@ class World:
         self.servers: dict[str, list[SmtpServer]] = {}
         self.hosts: dict[str, str] = {}  # MX host name -> IP
         self._server_at: dict[str, SmtpServer] = {}  # MX host name -> its server
+        self.middleboxes: list[Middlebox] = []
         self._started = False
 
     # -- lifecycle --------------------------------------------------------------------
@@ -54,11 +56,15 @@ class World:
         if not self._started:
             self.dns.start()
             self.smtp.start()
+            for box in self.middleboxes:
+                box.start()
             self._started = True
         return self
 
     def stop(self) -> None:
         if self._started:
+            for box in self.middleboxes:
+                box.stop()
             self.smtp.stop()
             self.dns.stop()
             self._started = False
@@ -138,6 +144,23 @@ class World:
         self.dns.add_mx(domain, exchanges)
         self.servers[domain] = servers
         return servers
+
+    def add_middlebox(self, domain: str, mode: MiddleboxMode = "close") -> Middlebox:
+        """Give ``domain`` one MX host behind a port-25 middlebox (see
+        :mod:`mailsift.testing.middlebox`): the TCP connection is accepted on the SMTP
+        port and then closed (``close``), reset (``reset``) or held silent (``silent``)
+        before any banner."""
+        domain = domain.lower().rstrip(".")
+        name = f"mx1.{domain}"
+        ip = next(self._ips)
+        box = Middlebox([ip], port=self.smtp.port, mode=mode)
+        if self._started:
+            box.start()
+        self.middleboxes.append(box)
+        self.hosts[name] = ip
+        self.dns.add_a(name, ip)
+        self.dns.add_mx(domain, [(10, name)])
+        return box
 
     # -- pointing the engine at it ----------------------------------------------------
 
