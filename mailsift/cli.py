@@ -451,6 +451,17 @@ def webhooks_retry(
     raise typer.Exit(EXIT_OK if still_failed == 0 else EXIT_GATE_FAILED)
 
 
+def _mount_service() -> None:
+    """``serve`` and ``keys`` live in the service package (typer only at import)."""
+    from service.cli import keys_app, serve
+
+    app.command("serve")(serve)
+    app.add_typer(keys_app, name="keys")
+
+
+_mount_service()
+
+
 def main() -> None:
     app()
 

@@ -21,7 +21,7 @@ from mailsift.backends import Backend, get_backend
 from mailsift.result import VerificationResult
 from mailsift.settings import Settings
 
-__all__ = ["settings_with", "verify_batch_sync", "engine_for"]
+__all__ = ["settings_with", "verify_batch_sync", "engine_for", "run_on_engine_loop"]
 
 
 def settings_with(overrides: dict[str, Any] | None = None) -> Settings:
@@ -92,3 +92,11 @@ def verify_batch_sync(emails: Sequence[str], overrides: dict[str, Any] | None = 
     """Verify ``emails`` (one result each, input order) on the shared engine loop."""
     backend = engine_for(settings_with(overrides))
     return _ENGINES.run(_collect(backend, emails))
+
+
+def run_on_engine_loop(coro: Any) -> Any:
+    """Schedule ``coro`` on the process's engine loop; returns a
+    :class:`concurrent.futures.Future` (``asyncio.wrap_future`` it to await from another
+    loop). ``mailsift serve`` sends its single lookups here, so they share the engine, its
+    DNS cache and its per-domain SMTP limits with the bulk jobs' batches."""
+    return asyncio.run_coroutine_threadsafe(coro, _ENGINES.loop())

@@ -35,6 +35,7 @@ TABLES = {
     "runs",
     "quality_runs",
     "webhook_deliveries",
+    "api_keys",
 }
 VIEWS = {"latest_verifications", "stale_contacts"}
 SCORES = {"valid": 0.9, "invalid": 0.1, "risky": 0.5, "unknown": 0.4}

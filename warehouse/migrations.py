@@ -64,9 +64,16 @@ def _views(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(statement)
 
 
+def _api_keys(con: duckdb.DuckDBPyConnection) -> None:
+    """The keys of ``mailsift serve`` (a no-op on a fresh database: 001 made it)."""
+    for statement in schema.table_ddl(schema.api_keys, if_not_exists=True):
+        con.execute(statement)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _initial),
     Migration(2, "views", _views),
+    Migration(3, "api_keys", _api_keys),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

@@ -53,6 +53,7 @@ __all__ = [
     "verifications",
     "view_ddl",
     "webhook_deliveries",
+    "api_keys",
 ]
 
 metadata = sa.MetaData()
@@ -207,6 +208,25 @@ webhook_deliveries = sa.Table(
     sa.Column("is_delivered", sa.Boolean, nullable=False),
     sa.Column("payload", sa.JSON, nullable=False, comment="The JSON body: results, no secrets."),
     comment="One row per webhook delivery attempt of one batch of results.",
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String, primary_key=True, comment="Short public id (keys list/revoke)."),
+    sa.Column("name", sa.String, nullable=False),
+    sa.Column("is_test", sa.Boolean, nullable=False, comment="ms_test_ key: sandbox answers only."),
+    sa.Column(
+        "key_hash",
+        sa.String,
+        nullable=False,
+        comment="Hex SHA-256 of the whole key; the key itself is never stored.",
+    ),
+    sa.Column("key_hint", sa.String, nullable=False, comment="Prefix and last 4 characters."),
+    sa.Column("rate_limit_per_minute", sa.Integer, comment="NULL: the service's default."),
+    _tstz("created_at"),
+    _tstz("revoked_at", nullable=True),
+    comment="One row per API key of mailsift serve (hashed; revoked keys kept).",
 )
 
 _VERIFICATION_COLUMNS = ", ".join(c.name for c in verifications.columns)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -52,7 +53,11 @@ from .schema import QUALITY_SCOPES, RUN_COUNT_COLUMNS, RUN_STATUSES, newest_veri
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Warehouse"]
+__all__ = ["DEFAULT_LOCK_TIMEOUT", "Warehouse"]
+
+#: Seconds :meth:`Warehouse.open` waits for another process's lock to go away.
+DEFAULT_LOCK_TIMEOUT = 5.0
+_LOCK_POLL = 0.05
 
 _HISTORY_SELECT = ", ".join(
     "CAST(verification_id AS VARCHAR) AS verification_id" if name == "verification_id" else name
@@ -123,9 +128,18 @@ class Warehouse:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str], *, create: bool = True, read_only: bool = False
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        read_only: bool = False,
+        lock_timeout: float | None = None,
     ) -> Warehouse:
         """Open the warehouse at ``path`` and bring its schema up to date.
+
+        While another process holds the file (``mailsift serve`` writes in short
+        transactions), opening is retried for up to ``lock_timeout`` seconds (default
+        ``MAILSIFT_DB_LOCK_TIMEOUT``, else :data:`DEFAULT_LOCK_TIMEOUT`); then it fails.
 
         - Missing file: with ``create=True`` (and not ``read_only``) the file and its parent
           directories are made and every migration applied; otherwise
@@ -151,10 +165,7 @@ class Warehouse:
                         "or run a flow, which creates it)"
                     )
                 file.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            con = duckdb.connect(where, read_only=read_only and not in_memory)
-        except duckdb.Error as exc:
-            raise WarehouseError(_open_failure(where, exc)) from exc
+        con = _connect(where, read_only=read_only and not in_memory, lock_timeout=lock_timeout)
         try:
             con.execute("SET TimeZone = 'UTC'")
             if not in_memory and not _is_database_file(con):
@@ -740,6 +751,80 @@ class Warehouse:
                 params=params,
             ).pl()
         return frame.to_dicts()
+
+    # ------------------------------------------------------------------ API keys
+
+    def add_api_key(
+        self,
+        *,
+        key_id: str,
+        name: str,
+        is_test: bool,
+        key_hash: str,
+        key_hint: str,
+        rate_limit_per_minute: int | None = None,
+        created_at: datetime | str | None = None,
+    ) -> None:
+        """Store a new key of ``mailsift serve`` by its hash (the key itself never comes here)."""
+        if len(key_hash) != 64 or any(c not in "0123456789abcdef" for c in key_hash):
+            raise ValueError("key_hash must be a lower-case hex SHA-256")
+        with self._using("add_api_key", write=True) as con:
+            con.execute(
+                """
+                INSERT INTO api_keys (key_id, name, is_test, key_hash, key_hint,
+                    rate_limit_per_minute, created_at)
+                VALUES ($key_id, $name, $is_test, $key_hash, $key_hint, $rpm, $created_at)
+                """,
+                {
+                    "key_id": _text("key_id", key_id),
+                    "name": _text("name", name),
+                    "is_test": bool(is_test),
+                    "key_hash": key_hash,
+                    "key_hint": key_hint,
+                    "rpm": None if rate_limit_per_minute is None else int(rate_limit_per_minute),
+                    "created_at": _utc(created_at),
+                },
+            ).fetchall()
+
+    def api_keys(self, *, include_revoked: bool = True) -> list[dict[str, Any]]:
+        """Every key row (hash included: for the service's check), oldest first."""
+        where = "" if include_revoked else "WHERE revoked_at IS NULL"
+        with self._using("api_keys") as con:
+            return con.sql(f"SELECT * FROM api_keys {where} ORDER BY created_at, key_id").pl().to_dicts()
+
+    def revoke_api_key(self, key_id_or_name: str, revoked_at: datetime | str | None = None) -> int:
+        """Revoke the active keys whose id or name is ``key_id_or_name``; return how many."""
+        with self._using("revoke_api_key", write=True) as con:
+            ((changed,),) = con.execute(
+                """
+                UPDATE api_keys SET revoked_at = $at
+                WHERE revoked_at IS NULL AND (key_id = $k OR name = $k)
+                """,
+                {"k": _text("key", key_id_or_name), "at": _utc(revoked_at)},
+            ).fetchall()
+        return int(changed)
+
+
+def _lock_timeout(value: float | None) -> float:
+    if value is not None:
+        return max(0.0, float(value))
+    text = os.environ.get("MAILSIFT_DB_LOCK_TIMEOUT", "").strip()
+    try:
+        return max(0.0, float(text)) if text else DEFAULT_LOCK_TIMEOUT
+    except ValueError:
+        return DEFAULT_LOCK_TIMEOUT
+
+
+def _connect(where: str, *, read_only: bool, lock_timeout: float | None) -> duckdb.DuckDBPyConnection:
+    """``duckdb.connect``, retried while another process holds the file's lock."""
+    deadline = time.monotonic() + _lock_timeout(lock_timeout)
+    while True:
+        try:
+            return duckdb.connect(where, read_only=read_only)
+        except duckdb.Error as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise WarehouseError(_open_failure(where, exc)) from exc
+        time.sleep(_LOCK_POLL)
 
 
 def _is_database_file(con: duckdb.DuckDBPyConnection) -> bool:
