@@ -1,6 +1,6 @@
 """The ``mailsift`` command.
 
-``verify`` runs the engine alone; ``run``, ``reverify``, ``gate``, ``demo`` and ``webhooks``
+``verify`` runs the engine alone, ``doctor`` checks this host's own mail path; ``run``, ``reverify``, ``gate``, ``demo`` and ``webhooks``
 reach up to the pipeline (Prefect, DuckDB, Great Expectations), imported only inside the
 commands that use them so that ``mailsift verify`` starts fast.
 
@@ -125,6 +125,34 @@ def _read_addresses(args: list[str]) -> list[str]:
         else:
             out.append(arg)
     return out
+
+
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+    mx_host: Annotated[
+        Optional[list[str]],
+        typer.Option("--mx-host", help="host[:port] to test port 25 against (repeatable); default: "
+                     "the first MX of gmail.com, outlook.com, yahoo.com [env MAILSIFT_DOCTOR_MX_DOMAINS]."),
+    ] = None,
+    egress_ip: Annotated[
+        Optional[str], typer.Option("--egress-ip", help="This host's public IP [env MAILSIFT_EGRESS_IP]; "
+                                    "default: as the MX hosts echo it.")
+    ] = None,
+    dns_nameservers: NameserverOpt = None,
+) -> None:
+    """Check this host before verifying: resolver, port 25, egress IP and its PTR, HELO, DNS
+    blocklists, MAIL FROM's MX and SPF. Exit 0 all PASS, 1 any WARN or FAIL, 2 bad usage."""
+    settings = _settings(dns_nameservers=dns_nameservers, egress_ip=egress_ip)
+    from mailsift.doctor import parse_mx_host, run_doctor
+
+    try:
+        targets = [parse_mx_host(h, settings.smtp_port) for h in mx_host or ()]
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    report = asyncio.run(run_doctor(settings, targets))
+    typer.echo(json.dumps(report.to_dict(), ensure_ascii=False) if as_json else report.render())
+    raise typer.Exit(report.exit_code)
 
 
 async def _verify_and_print(settings: Any, addresses: list[str], as_json: bool) -> None:

@@ -93,12 +93,44 @@ class Settings(BaseSettings):
     # Warehouse
     db: Path = Path("mailsift.duckdb")
 
+    # mailsift doctor (checks of this host's own mail path)
+    egress_ip: str | None = Field(
+        None, description="This host's public IP for mail; default: learnt from MX EHLO replies."
+    )
+    dnsbl_zones: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org"],
+        description="Comma list of IP blocklist zones (RFC 5782) mailsift doctor checks.",
+    )
+    doctor_mx_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["gmail.com", "outlook.com", "yahoo.com"],
+        description="Comma list of domains whose first MX host doctor tests port 25 against.",
+    )
+
     @field_validator("dns_nameservers", mode="before")
     @classmethod
     def _split_nameservers(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("dnsbl_zones", "doctor_mx_domains", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().rstrip(".").lower() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("egress_ip")
+    @classmethod
+    def _check_ip(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        import ipaddress
+
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ValueError(f"not an IP address: {value[:60]!r}") from None
 
     @field_validator("dns_nameservers")
     @classmethod
