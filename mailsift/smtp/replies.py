@@ -1,27 +1,63 @@
 """Reading SMTP replies: reply codes (RFC 5321 4.2), enhanced status codes (RFC 3463),
-and the text, in that order."""
+and the text, in that order of trust for *what* failed, and the text first for *whom* a
+refusal is about.
+
+A ``550`` says only "not taken". Whether it means "no such mailbox" or "not from you"
+is in the text, and real servers word refusals of the client (its IP, rate, SPF, reverse
+DNS, reputation, a blocklist) with any code, ``5.1.1`` included. So at ``RCPT``:
+
+1. wording about the client, on any line of a multi-line reply -> ``blocked`` (4xx rate
+   or "try later" wording: ``temporary``); never a verdict on the mailbox;
+2. over-quota wording -> ``full``, whatever the code;
+3. 4xx -> ``temporary`` (RFC 5321 4.2.1: transient; never a verdict on the mailbox);
+4. disabled-account wording -> ``disabled``; mailbox-unknown wording -> ``not_found``;
+5. the enhanced code: x.2.2 ``full``, 5.2.1 ``disabled``, 5.1.1/5.1.2/5.1.3/5.1.6/5.1.10
+   ``not_found`` (RFC 3463 3.2, RFC 7505 4.2); 5.1.7/5.1.8 (our sender) and 5.7.x
+   (security or policy) ``blocked``;
+6. anything else 5xx -> ``rejected``: refused, but nothing says it is the mailbox.
+
+The wording lives in ``mailsift/data/smtp_replies.json`` (multilingual, each rule with
+its source), loaded and compiled once.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 
 from mailsift.smtp.outcomes import Kind, Stage
 
-__all__ = ["MAX_MESSAGE", "classify_reply", "enhanced_code", "is_too_many", "sanitize_message"]
+__all__ = [
+    "MAX_MESSAGE",
+    "ReplyPhrases",
+    "classify_reply",
+    "enhanced_code",
+    "fold",
+    "is_too_many",
+    "phrases",
+    "sanitize_message",
+]
 
 MAX_MESSAGE = 500
+_DATA_PACKAGE = "mailsift.data"
+_DATA_FILE = "smtp_replies.json"
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\d)")
-_BLOCK_TEXT = re.compile(
-    r"spamhaus|spamcop|barracuda|blocked|blacklist|blocklist|block\s+list|denied|"
-    r"poor\s+reputation|\bdnsbl\b|\brbl\b",
-    re.IGNORECASE,
-)
-_FULL_TEXT = re.compile(
-    r"mailbox\s+(is\s+)?full|over\s*quota|quota\s+exceeded|insufficient\s+storage", re.IGNORECASE
-)
-_DISABLED_TEXT = re.compile(r"disabled|deactivated|suspended|inactive", re.IGNORECASE)
 _TOO_MANY_TEXT = re.compile(r"too\s+many\s+recipients", re.IGNORECASE)
+
+#: Client-refusal groups that, in a 4xx, mean "later" rather than "not you".
+_SOFT_CLIENT = frozenset({"rate", "try_later"})
+#: RFC 3463 3.2 / RFC 7505 4.2 details of X.1.x that name the destination mailbox:
+#: bad mailbox (1), bad system (2), bad syntax (3), moved (6), null MX (10).
+_MAILBOX_DETAILS = frozenset({1, 2, 3, 6, 10})
+#: X.1.7 / X.1.8: the *sender's* address or domain is bad: that is us.
+_SENDER_DETAILS = frozenset({7, 8})
+#: Reply codes that are about the command itself (RFC 5321 4.2.2), not the recipient.
+_SYNTAX_CODES = frozenset({500, 501, 502, 503, 504})
+
 
 def sanitize_message(text: object) -> str | None:
     """Server text made safe to store and log: line breaks become spaces, other control
@@ -42,53 +78,112 @@ def enhanced_code(message: str) -> tuple[int, int, int] | None:
     return int(match.group(1)), int(match.group(2)), int(match.group(3))
 
 
-def classify_reply(code: int, message: str, stage: Stage = "rcpt") -> Kind:
-    """Map an SMTP reply to an outcome kind: code and enhanced status code first, text
-    second (RFC 5321 4.2, RFC 3463).
+def fold(text: str) -> str:
+    """Lower case without accents ("Boîte PLEINE" -> "boite pleine"): the form the
+    phrase data is matched in."""
+    return _strip_accents(text.casefold())
 
-    Policy refusals (``5.7.x``, or texts naming a blocklist) are ``blocked``: they are
-    about our IP, not the mailbox, so they are checked before "mailbox not found". At the
-    banner, 421 and 5xx mean we are turned away (``blocked``); a 5xx to ``MAIL FROM``
-    refuses our sender (``blocked``); any 4xx is ``temporary`` (greylisting, RFC 6647).
+
+def _strip_accents(text: str) -> str:
+    if text.isascii():
+        return text
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyPhrases:
+    """The compiled phrase data: one regular expression per category."""
+
+    client_hard: re.Pattern[str]  # IP, blocklist, SPF/DMARC, rDNS/HELO, sender, policy
+    client_soft: re.Pattern[str]  # rate limits, "try later"
+    full: re.Pattern[str]
+    disabled: re.Pattern[str]
+    unknown: re.Pattern[str]
+
+
+def _compile(rules: list[dict[str, str]]) -> re.Pattern[str]:
+    # Patterns are written in lower case; only their accents are folded (casefolding
+    # them would turn escapes such as \\S into \\s).
+    return re.compile("|".join(f"(?:{_strip_accents(rule['re'])})" for rule in rules))
+
+
+@cache
+def phrases() -> ReplyPhrases:
+    """The phrase data of ``mailsift/data/smtp_replies.json``, compiled once."""
+    raw = resources.files(_DATA_PACKAGE).joinpath(_DATA_FILE).read_text(encoding="utf-8")
+    data = json.loads(raw)
+    client: dict[str, list[dict[str, str]]] = data["client_refused"]
+    hard = [rule for group, rules in client.items() if group not in _SOFT_CLIENT for rule in rules]
+    soft = [rule for group, rules in client.items() if group in _SOFT_CLIENT for rule in rules]
+    return ReplyPhrases(
+        client_hard=_compile(hard),
+        client_soft=_compile(soft),
+        full=_compile(data["mailbox_full"]),
+        disabled=_compile(data["mailbox_disabled"]),
+        unknown=_compile(data["mailbox_unknown"]),
+    )
+
+
+def classify_reply(code: int, message: str, stage: Stage = "rcpt") -> Kind:
+    """Map an SMTP reply to an outcome kind (see the module docstring for the order).
+
+    Before ``RCPT`` (banner, EHLO, ``MAIL FROM``) every refusal is about us: 421 and 5xx
+    are ``blocked``; a 4xx is ``temporary`` (greylisting, RFC 6647) unless its text
+    names the client (a blocklist, our IP), then ``blocked``.
     """
     message = message or ""
-    if stage == "rcpt" and code in (250, 251):
+    if stage == "rcpt":
+        if code in (250, 251):
+            return "accepted"
+    elif 200 <= code < 400:
         return "accepted"
-    if stage != "rcpt" and 200 <= code < 400:
-        return "accepted"
-    enhanced = enhanced_code(message)
-    if 500 <= code < 600 and enhanced is not None and enhanced[1] == 7:
-        return "blocked"
-    if code >= 400 and _BLOCK_TEXT.search(message):
-        return "blocked"
-    if stage in ("banner", "helo"):
-        if code == 421 or 500 <= code < 600:
-            return "blocked"
-        return "temporary" if 400 <= code < 500 else "error"
-    if stage == "mail":
-        if 500 <= code < 600:
-            return "blocked"
-        return "temporary" if 400 <= code < 500 else "error"
-    if stage == "starttls":
+    if stage == "starttls" or not 400 <= code < 600:
         return "error"
-    # RCPT
-    if code == 552 or (enhanced is not None and enhanced[1:] == (2, 2)):
-        return "full"
-    if enhanced == (5, 2, 1):
-        return "disabled"
-    if enhanced is None and code >= 400 and _FULL_TEXT.search(message):
-        return "full"
-    if 400 <= code < 500:
+    text = fold(message)
+    data = phrases()
+    if stage != "rcpt":
+        if code == 421 or code >= 500 or data.client_hard.search(text):
+            return "blocked"
         return "temporary"
-    if 500 <= code < 600:
-        if enhanced is not None and enhanced[0] == 5 and enhanced[1] == 1:
-            return "not_found"
-        if enhanced is None and _DISABLED_TEXT.search(message):
-            return "disabled"
-        if code in (550, 551, 553, 554):
-            return "not_found"
-    return "error"
+    return _rcpt(code, enhanced_code(message), text, data)
 
+
+def _rcpt(code: int, enhanced: tuple[int, int, int] | None, text: str, data: ReplyPhrases) -> Kind:
+    transient = code < 500
+    if data.client_hard.search(text):
+        return "blocked"
+    if data.client_soft.search(text):
+        return "temporary" if transient else "blocked"
+    if data.full.search(text):
+        return "full"
+    if enhanced is not None and enhanced[1:] == (2, 2):
+        return "full"
+    if transient:
+        return "temporary"
+    if code in _SYNTAX_CODES:
+        return (
+            "blocked"
+            if enhanced is not None and enhanced[1] == 1 and enhanced[2] in _SENDER_DETAILS
+            else "error"
+        )
+    if data.disabled.search(text):
+        return "disabled"
+    if data.unknown.search(text):
+        return "not_found"
+    if enhanced is not None:
+        _, subject, detail = enhanced
+        if subject == 2 and detail == 1:
+            return "disabled"
+        if subject == 1 and detail in _SENDER_DETAILS:
+            return "blocked"
+        if subject == 1 and detail in _MAILBOX_DETAILS:
+            return "not_found"
+        if subject == 7:
+            return "blocked"
+    if code == 552 and enhanced is None:
+        return "full"  # RFC 5321 4.2.2: "exceeded storage allocation" (5.2.3: too big)
+    return "rejected"
 
 
 def is_too_many(message: str) -> bool:

@@ -86,6 +86,9 @@ class Behaviour:
     banner_delay: float = 0.0
     #: Reply to MAIL FROM instead of 250 (e.g. ``(550, "5.7.1 blocked by Spamhaus")``).
     mail_from_reply: tuple[int, str] | None = None
+    #: Reply to EHLO and HELO instead of greeting (e.g. ``(550, "Rejected")``, as Exim
+    #: answers a client its ACLs refuse; set-of-emails lhost-exim-49). 421 also hangs up.
+    helo_reply: tuple[int, str] | None = None
     #: Offer STARTTLS (RFC 3207) with a self-signed certificate made at run time.
     starttls: bool = False
     #: Network round trip, in seconds: each reply goes out this long after its command
@@ -398,7 +401,9 @@ class _Session:
         delay = self.due - self.loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        lines = lines or ("",)
+        # A text holding "\n" is several reply lines (RFC 5321 4.2.1 multiline replies),
+        # as aiosmtplib hands them back: joined with "\n".
+        lines = tuple(part for line in lines for part in line.split("\n")) or ("",)
         out = []
         for i, text in enumerate(lines):
             sep = " " if i == len(lines) - 1 else "-"
@@ -502,7 +507,19 @@ class _Session:
 
     # -- commands ----------------------------------------------------------------------
 
+    async def refuse_greeting(self) -> bool:
+        """The behaviour's ``helo_reply``, if any, instead of a greeting."""
+        if self.b.helo_reply is None:
+            return False
+        code, text = self.b.helo_reply
+        await self.send(code, text)
+        if code == 421:
+            raise _Hangup
+        return True
+
     async def cmd_ehlo(self, arg: str) -> None:
+        if await self.refuse_greeting():
+            return
         if not self.b.ehlo:
             await self.send(502, "5.5.2 Error: command not recognized")
             return
@@ -528,6 +545,8 @@ class _Session:
             raise _Hangup
 
     async def cmd_helo(self, arg: str) -> None:
+        if await self.refuse_greeting():
+            return
         if not arg:
             await self.send(501, "5.5.4 Syntax: HELO hostname")
             return
