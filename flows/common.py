@@ -18,12 +18,12 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
+from mailsift.diagnosis import PathDiagnostics
 from mailsift.errors import BackendAuthError, QualityGateFailed
 from mailsift.result import utcnow
-from mailsift.verifier import PORT25_HELP
 from tasks.normalize import batches_by_domain
 from tasks.steps import quality_gate, verify_batch
-from tasks.verify import settings_with
+from tasks.verify import resolver_health_sync, settings_with
 from warehouse import RESULT_SCHEMA, Warehouse
 
 __all__ = [
@@ -102,7 +102,10 @@ def verify_and_load(
     logger.info("verifying %d addresses in %d batches", total, len(batches))
     started = time.perf_counter()
     futures = verify_batch.map(batches, unmapped(overrides))
-    done = reached = unreachable = 0
+    done = 0
+    settings = settings_with(overrides)
+    path = PathDiagnostics(smtp_port=settings.smtp_port, helo_hostname=settings.helo_hostname)
+    dns_errors = 0
     for future in as_completed(futures):
         try:
             rows = future.result()
@@ -115,13 +118,18 @@ def verify_and_load(
         inserted = wh.append_verifications(pl.DataFrame(rows, schema=RESULT_SCHEMA), run_id=run_id, backend=backend)
         counters.n_verified += inserted
         done += len(rows)
-        reached += sum(1 for r in rows if r["smtp_reachable"])
-        unreachable += sum(1 for r in rows if r["reason"] == "smtp_unreachable")
+        dns_errors += sum(1 for r in rows if r["reason"] == "dns_error")
+        for row in rows:
+            path.note_result(row)
         logger.info("progress: %d/%d addresses verified (%.0f%%)", done, total, 100 * done / total)
     counters.timings["verify_s"] = round(time.perf_counter() - started, 3)
-    if reached == 0 and unreachable >= 3:
-        counters.smtp_note = PORT25_HELP.format(port=settings_with(overrides).smtp_port, n=unreachable)
-        logger.warning("%s", counters.smtp_note)
+    if dns_errors:  # was it the resolver? (asked once; the engine caches the answer)
+        path.note_resolver(resolver_health_sync(settings))
+    diagnoses = path.diagnoses()
+    if diagnoses:
+        counters.smtp_note = " ".join(d.message for d in diagnoses)
+        for diagnosis in diagnoses:
+            logger.warning("%s", diagnosis.message)
 
 
 def gate_results(

@@ -17,6 +17,15 @@ timeout  no answer within ``settings.dns_timeout`` seconds
 ``servfail`` and ``timeout`` are faults on the way, never facts about the domain: the
 verifier turns them into ``unknown``. Nothing here raises for any input or network fault.
 
+A negative answer (``nxdomain``, ``no_mail``) is a fact only if the resolver tells the
+truth. Captive portals, DNS filters and broken sandboxes answer NXDOMAIN for every name;
+others invent an answer for every name (NXDOMAIN rewriting). Before the first negative
+answer under a top-level domain is believed, :meth:`DnsResolver.resolver_health` checks
+the resolver once (cached for the run): the root must resolve (NOERROR, RFC 1035), the
+TLD must resolve or be truly absent from a root that resolves, and a random name that
+cannot exist must be NXDOMAIN (RFC 8020). A resolver that fails this turns every
+negative answer into ``servfail`` ("not trusted"), and says so once, naming itself.
+
 Answers are cached per domain for their TTL (RFC 1035 3.2.1), negative answers for the
 negative TTL of the zone's SOA (RFC 2308 5), failures only for a few seconds, and
 concurrent lookups of one name share a single query. A :class:`DnsResolver` may be used
@@ -27,6 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
+import secrets
 import threading
 import time
 import weakref
@@ -44,7 +55,9 @@ import dns.resolver
 
 from mailsift.settings import Settings
 
-__all__ = ["DnsResolver", "MxOutcome", "MxResult"]
+__all__ = ["DnsResolver", "MxOutcome", "MxResult", "ResolverHealth"]
+
+log = logging.getLogger("mailsift.dns")
 
 MxOutcome = Literal["ok", "nxdomain", "no_mail", "null_mx", "servfail", "timeout"]
 
@@ -79,6 +92,26 @@ class MxResult:
     hosts: tuple[str, ...]  # by preference; ascii, lower-case, no trailing dot
     implicit: bool  # True when hosts == (domain,) from A/AAAA (RFC 5321 5.1)
     message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResolverHealth:
+    """Whether the configured resolver tells the truth about ``zone`` (``"."``: the root).
+
+    ``ok`` is False when it denies what must exist, confirms what cannot exist, or fails
+    to answer; ``problem`` says which, in words a user can act on."""
+
+    zone: str
+    ok: bool
+    nameservers: str  # what was asked, e.g. "127.0.0.53:53 (system resolver)"
+    problem: str | None = None
+    latency_ms: float | None = None  # of the slowest check query
+
+
+#: Top-level domains that exist: a resolver that denies all of them is lying.
+KNOWN_TLDS = ("com", "net", "org")
+#: Label prefix of the names the health check asks for, which cannot exist.
+SANITY_LABEL = "mailsift-sanity-check-"
 
 
 class _Deadline:
@@ -178,6 +211,21 @@ class DnsResolver:
         self._inflight: dict[tuple[asyncio.AbstractEventLoop, str, str], asyncio.Task] = {}
         self._limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
         self._limits = weakref.WeakKeyDictionary()
+        #: The first failed health check of this resolver, if any (see the module doc).
+        self.unhealthy: ResolverHealth | None = None
+        self.check_health = bool(getattr(settings, "dns_sanity_check", True))
+
+    @property
+    def nameservers_text(self) -> str:
+        """The resolver as a user knows it: its addresses, and where they came from."""
+        if self._resolver is None:
+            return self._config_error or "no resolver"
+        servers = ", ".join(
+            f"{ns.address}:{ns.port}" if hasattr(ns, "port") else str(ns)
+            for ns in self._resolver.nameservers
+        )
+        origin = "MAILSIFT_DNS_NAMESERVERS" if self.settings.nameservers else "/etc/resolv.conf"
+        return f"{servers or 'none'} (from {origin})"
 
     def _make_resolver(self, settings: Settings) -> dns.asyncresolver.Resolver | None:
         nameservers = settings.nameservers
@@ -208,11 +256,112 @@ class DnsResolver:
             shown = domain.strip().lower() if isinstance(domain, str) else repr(domain)
             return MxResult(shown[:255], "nxdomain", (), False, str(exc))
         try:
-            return await self._coalesced("mx", text, lambda: self._lookup_mx(text, name))
+            result = await self._coalesced("mx", text, lambda: self._lookup_mx(text, name))
+            return await self._trusted(result)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 -- "never raise": a fault is a result
             return MxResult(text, "servfail", (), False, f"DNS lookup failed: {_describe(exc)}")
+
+    async def resolver_health(self, zone: str = ".") -> ResolverHealth:
+        """Check, once per zone and run (cached), that the resolver tells the truth.
+
+        ``zone`` is ``"."`` or a top-level domain. The root must exist; a TLD must
+        exist, or be NXDOMAIN from a resolver whose root check passed (a domain under a
+        TLD that does not exist really does not exist); and a random name under the zone
+        must be NXDOMAIN. Never raises."""
+        label = zone.strip().strip(".").lower()
+        key = label or "."
+        try:
+            return await self._coalesced("health", key, lambda: self._check_zone(label))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            return ResolverHealth(key, False, self.nameservers_text, f"check failed: {_describe(exc)}")
+
+    async def _check_zone(self, label: str) -> tuple[ResolverHealth, float]:
+        zone = label or "."
+        servers = self.nameservers_text
+        if label:
+            root = await self.resolver_health(".")
+            if not root.ok:
+                return ResolverHealth(zone, False, servers, root.problem, root.latency_ms), MAX_TTL
+        name = dns.name.from_text(label) if label else dns.name.root
+        random_name = dns.name.from_text(f"{SANITY_LABEL}{secrets.token_hex(6)}", origin=name)
+        slowest = 0.0
+
+        async def ask(qname: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> object:
+            nonlocal slowest
+            started = time.monotonic()
+            try:
+                return await self._query(qname, rdtype, _Deadline(self.timeout))
+            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer) as exc:
+                return exc
+            except Exception as exc:  # noqa: BLE001 -- servfail, timeout: a failed check
+                return exc
+            finally:
+                slowest = max(slowest, time.monotonic() - started)
+
+        known: list[object] = []
+        if not label:  # the root holds the TLDs everyone uses; a liar denies them too
+            known = list(
+                await asyncio.gather(
+                    *(ask(dns.name.from_text(tld), dns.rdatatype.SOA) for tld in KNOWN_TLDS)
+                )
+            )
+        exists, made_up = await asyncio.gather(
+            ask(name, dns.rdatatype.SOA), ask(random_name, dns.rdatatype.A)
+        )
+        latency = round(slowest * 1000, 1)
+        where = "the root zone" if not label else f"the top-level domain {label!r}"
+        random_text = random_name.to_text(omit_final_dot=True)
+
+        def bad(problem: str, ttl: float = MAX_TTL) -> tuple[ResolverHealth, float]:
+            return ResolverHealth(zone, False, servers, problem, latency), ttl
+
+        for outcome in (exists, made_up, *known):
+            if isinstance(outcome, dns.exception.Timeout):
+                return bad(f"no answer within {self.timeout:g} s about {where}", self.failure_ttl)
+            if isinstance(outcome, Exception) and not isinstance(
+                outcome, dns.resolver.NXDOMAIN | dns.resolver.NoAnswer
+            ):
+                return bad(f"it fails to resolve {where} ({_describe(outcome)})", self.failure_ttl)
+        if known and all(isinstance(k, dns.resolver.NXDOMAIN) for k in known):
+            return bad(f"it answers NXDOMAIN for {', '.join(KNOWN_TLDS)}, which exist")
+        if isinstance(exists, dns.resolver.NXDOMAIN):
+            if not label:
+                return bad("it answers NXDOMAIN for the root zone, which always exists")
+            # A TLD that the (sane) root does not know: its names really do not exist.
+            return ResolverHealth(zone, True, servers, None, latency), MAX_TTL
+        if not isinstance(made_up, dns.resolver.NXDOMAIN):
+            what = "an address" if isinstance(made_up, dns.resolver.Answer) else "NOERROR"
+            return bad(f"it answers {what} for {random_text}, a name that cannot exist")
+        return ResolverHealth(zone, True, servers, None, latency), MAX_TTL
+
+    async def _trusted(self, result: MxResult) -> MxResult:
+        """``result`` as is, unless it is a negative answer from a resolver that fails its
+        health check: then ``servfail``, saying why."""
+        if result.outcome not in ("nxdomain", "no_mail", "servfail", "timeout"):
+            return result
+        if not self.check_health:
+            return result
+        tld = result.domain.rsplit(".", 1)[-1] if "." in result.domain else ""
+        health = await self.resolver_health(tld)
+        if health.ok:
+            return result
+        if self.unhealthy is None:
+            self.unhealthy = health
+            log.warning(
+                "The DNS resolver %s failed its health check: %s. Its negative answers "
+                "(no such domain, no MX) are not trusted: those addresses are 'unknown' "
+                "(dns_error), not invalid. Run `mailsift doctor`, or point "
+                "MAILSIFT_DNS_NAMESERVERS at a working resolver.",
+                health.nameservers, health.problem,
+            )
+        if result.outcome in ("servfail", "timeout"):
+            return result  # unknown already; the warning above names the cause
+        message = f"{result.outcome} not trusted: the resolver fails its check ({health.problem})"
+        return MxResult(result.domain, "servfail", (), False, message)
 
     async def host_addresses(self, host: str) -> tuple[str, ...]:
         """IPv4 then IPv6 addresses of an MX host; an IP literal (``192.0.2.1``,

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         description="Comma list of ip or ip:port; empty means the system resolver (/etc/resolv.conf).",
     )
     dns_timeout: float = Field(5.0, gt=0, description="Seconds for one DNS lookup, all tries.")
+    dns_sanity_check: bool = Field(
+        True,
+        description="Believe 'no such domain' / 'no MX' only from a resolver that passes a "
+        "health check (the root and TLD resolve, a made-up name is NXDOMAIN).",
+    )
 
     # SMTP probe
     smtp_enabled: bool = True
@@ -69,6 +74,12 @@ class Settings(BaseSettings):
     mail_from: str = Field("verify@mailsift.localhost", description="Envelope sender for probes.")
     smtp_starttls: bool = True
     max_rcpt_per_connection: int = Field(50, gt=0)
+    smtp_reconnect_delay: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds to wait before a fresh session to a server that answered some "
+        "recipients and then hung up (an error or recipient limit per session).",
+    )
     concurrency: int = Field(50, gt=0, description="Addresses checked at once, in all.")
     per_domain_concurrency: int = Field(2, gt=0, description="SMTP connections per domain at once.")
     catch_all_check: bool = True

@@ -16,25 +16,17 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 from mailsift import reputation
+from mailsift.diagnosis import PORT25_HELP, Diagnosis, PathDiagnostics
 from mailsift.dns import DnsResolver, MxResult
 from mailsift.result import Checks, VerificationResult, utcnow
 from mailsift.settings import Settings
-from mailsift.smtp import RcptOutcome, SmtpProber
+from mailsift.smtp import DomainProbe, SmtpProber
 from mailsift.syntax import Address, SyntaxProblem, parse_address
 from mailsift.verdict import SCORES, Evidence, decide, syntax_result
 
 __all__ = ["Verifier", "VerifierStats", "PORT25_HELP"]
 
 log = logging.getLogger("mailsift")
-
-PORT25_HELP = (
-    "No SMTP server could be reached on port {port} ({n} checks, none connected): outbound port "
-    "25 is most likely blocked on this network (most clouds and home ISPs block it). "
-    "Those addresses are 'unknown' (reason smtp_unreachable), not invalid. Run mailsift "
-    "from a host that may connect to port 25 (a VPS whose provider opened it), or set "
-    "MAILSIFT_SMTP_ENABLED=false to check syntax, DNS and reputation only."
-)
-_PORT25_THRESHOLD = 3
 
 
 @dataclass
@@ -43,7 +35,6 @@ class VerifierStats:
     domains: int = 0
     smtp_domains_tried: int = 0
     smtp_domains_reached: int = 0
-    port25_blocked: bool = False
     by_status: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -65,6 +56,9 @@ class Verifier:
         self.resolver = DnsResolver(self.settings)
         self.prober = SmtpProber(self.settings, self.resolver)
         self.stats = VerifierStats()
+        self.path = PathDiagnostics(
+            smtp_port=self.settings.smtp_port, helo_hostname=self.settings.helo_hostname
+        )
 
     async def __aenter__(self) -> Verifier:
         return self
@@ -80,6 +74,12 @@ class Verifier:
     @property
     def smtp_connections(self) -> int:
         return self.prober.connections_opened
+
+    def diagnoses(self) -> list[Diagnosis]:
+        """Causes that the run's failures share so far: our resolver, port 25, a
+        middlebox, our IP refused everywhere (see :mod:`mailsift.diagnosis`)."""
+        self.path.note_resolver(self.resolver.unhealthy)
+        return self.path.diagnoses()
 
     # -- public API -------------------------------------------------------------------
 
@@ -186,23 +186,19 @@ class Verifier:
             stage["step"] = "smtp"
         emails = [address.email for _, address in members]
         probe = await self.prober.probe(domain, mx.hosts, emails)
-        self._note_reachability(probe.outcomes)
+        self._note_reached(probe)
         now = utcnow()
         for (i, _address), outcome in zip(members, probe.outcomes, strict=True):
             ev = dataclasses.replace(evidence[i], rcpt=outcome, catch_all=probe.catch_all)
-            self._settle(slots[i], decide(ev, verified_at=now))
+            result = decide(ev, verified_at=now)
+            for diagnosis in self.path.note_result(result):
+                log.warning("%s", diagnosis.message)  # once per cause and run
+            self._settle(slots[i], result)
 
-    def _note_reachability(self, outcomes: tuple[RcptOutcome, ...]) -> None:
+    def _note_reached(self, probe: DomainProbe) -> None:
         self.stats.smtp_domains_tried += 1
-        if any(o.kind != "unreachable" for o in outcomes):
+        if any(o.kind != "unreachable" for o in probe.outcomes):
             self.stats.smtp_domains_reached += 1
-        if (
-            not self.stats.port25_blocked
-            and self.stats.smtp_domains_reached == 0
-            and self.stats.smtp_domains_tried >= _PORT25_THRESHOLD
-        ):
-            self.stats.port25_blocked = True
-            log.warning(PORT25_HELP.format(port=self.settings.smtp_port, n=self.stats.smtp_domains_tried))
 
     def _settle(self, slot: asyncio.Future[VerificationResult], result: VerificationResult) -> None:
         if not slot.done():

@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from mailsift.backends import Backend, get_backend
+from mailsift.dns import ResolverHealth
 from mailsift.result import VerificationResult
 from mailsift.settings import Settings
 
-__all__ = ["settings_with", "verify_batch_sync", "engine_for", "run_on_engine_loop"]
+__all__ = ["engine_for", "resolver_health_sync", "run_on_engine_loop", "settings_with", "verify_batch_sync"]
 
 
 def settings_with(overrides: dict[str, Any] | None = None) -> Settings:
@@ -100,3 +101,10 @@ def run_on_engine_loop(coro: Any) -> Any:
     loop). ``mailsift serve`` sends its single lookups here, so they share the engine, its
     DNS cache and its per-domain SMTP limits with the bulk jobs' batches."""
     return asyncio.run_coroutine_threadsafe(coro, _ENGINES.loop())
+def resolver_health_sync(settings: Settings) -> ResolverHealth | None:
+    """The health of the resolver the engine for ``settings`` uses (root check; cached by
+    the engine), or ``None`` for backends that resolve nothing themselves."""
+    resolver = getattr(engine_for(settings), "resolver", None)
+    if resolver is None:
+        return None
+    return _ENGINES.run(resolver.resolver_health("."))

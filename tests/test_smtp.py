@@ -544,15 +544,19 @@ async def test_421_in_a_group_sends_the_unanswered_to_the_next_mx(net: Net, pipe
         ("not_found", 550, secondary.host),
         ("not_found", 550, secondary.host),
     ]
-    asked = emails if pipelining else emails[:3]  # the group was on the wire already
+    # The primary answered three recipients before its 421, so it gets a fresh session
+    # (a per-session limit, maybe) that starts with u2; u2 gets 421 again at once, so
+    # the primary is given up and the rest go to the next MX host.
+    first = emails if pipelining else emails[:3]  # the group was on the wire already
+    second = emails[2:5] if pipelining else emails[2:3]  # at most 3 (what it answered)
     assert [line for line in rcpts(primary.transcript) if not RANDOM_PROBE.match(line)] == [
-        f"RCPT TO:<{e}>" for e in asked
+        f"RCPT TO:<{e}>" for e in first + second
     ]
     assert "QUIT" not in primary.transcript
     # the catch-all verdict came from the primary: no second probe
     assert rcpts(secondary.transcript) == [f"RCPT TO:<{e}>" for e in emails[3:]]
     assert probe.catch_all is False
-    assert probe.connections == 2
+    assert probe.connections == 3
 
 
 @pytest.mark.parametrize("pipelining", [False, True])
@@ -632,21 +636,25 @@ async def test_connection_dropped_mid_group(net: Net, pipelining: bool):
     boxes = {f"u{i}@acme.test" for i in range(0, 10, 2)}
     emails = [f"u{i}@acme.test" for i in range(10)]
     # it answers the random probe, u0 and u1, then hangs up at u2
+    # A server that answered some recipients is alive: the answers are kept, and fresh
+    # sessions (each asking at most what the first one got answered) ask the rest.
     lone = net.server("accept", mailboxes=boxes, drop_after_rcpts=3, pipelining=pipelining)
     probe = await net.prober(per_domain_concurrency=1).probe("acme.test", [lone.host], emails)
-    assert kinds(probe) == ["accepted", "not_found"] + ["error"] * 8
-    assert all("closed by the server" in (o.message or "") for o in probe.outcomes[2:])
-    assert all(o.code is None for o in probe.outcomes[2:])
+    assert kinds(probe) == ["accepted" if e in boxes else "not_found" for e in emails]
+    assert [o.mx_host for o in probe.outcomes] == [lone.host] * 10
+    asked = [line for line in rcpts(lone.transcript) if not RANDOM_PROBE.match(line)]
+    assert sorted(set(asked)) == sorted(f"RCPT TO:<{e}>" for e in emails)
+    assert probe.connections == 4  # probe, u0, u1, drop at u2; then u2-u4, u5-u7, u8-u9
+    assert "DATA" not in lone.transcript
 
-    # with a second MX host, the unanswered are asked there
-    primary = net.server("accept", mailboxes=boxes, drop_after_rcpts=3, pipelining=pipelining)
+    # a server that drops before answering anything is dead: the next MX host takes all
+    dead = net.server("accept", mailboxes=boxes, drop_after_rcpts=0, pipelining=pipelining)
     secondary = net.server("accept", mailboxes=boxes, pipelining=pipelining)
     probe = await net.prober(per_domain_concurrency=1).probe(
-        "acme.test", [primary.host, secondary.host], emails
+        "acme.test", [dead.host, secondary.host], emails
     )
     assert kinds(probe) == ["accepted" if e in boxes else "not_found" for e in emails]
-    assert [o.mx_host for o in probe.outcomes] == [primary.host] * 2 + [secondary.host] * 8
-    assert rcpts(secondary.transcript) == [f"RCPT TO:<{e}>" for e in emails[2:]]
+    assert [o.mx_host for o in probe.outcomes] == [secondary.host] * 10
 
 
 async def test_catch_all_probe_rides_in_the_first_group(net: Net):
@@ -669,14 +677,16 @@ async def test_pipelining_after_starttls(net: Net):
     assert server.pipelined == 2  # learnt from the EHLO reply after the handshake
 
 
-async def test_server_losing_pipelined_commands_costs_a_timeout_not_a_hang(net: Net):
+async def test_server_losing_pipelined_commands_gets_smaller_sessions_not_a_hang(net: Net):
     server = net.server("accept", mailboxes={"a@acme.test"}, fault="drop_pipelined")
     started = time.monotonic()
     probe = await net.prober(smtp_timeout=0.5).probe(
         "acme.test", [server.host], ["a@acme.test", "b@acme.test"]
     )
     assert time.monotonic() - started < 3
-    assert kinds(probe) == ["timeout", "timeout"]  # unknown, never invalid
+    # The first session's group is lost after the first reply; later sessions ask one
+    # recipient at a time (what the first got answered), which such a server handles.
+    assert kinds(probe) == ["accepted", "not_found"]
 
 
 def test_reply_reader_splits_and_bounds_replies():

@@ -226,7 +226,7 @@ async def test_port_25_blocked_is_said_once_and_loudly(world: World, caplog) -> 
     caplog.set_level(logging.WARNING, logger="mailsift")
     async with Verifier(world.settings()) as v:
         results = [r async for r in v.verify_many([f"a@d{n}.test" for n in range(4)] + ["b@d0.test"])]
-        assert v.stats.port25_blocked
+        assert [d.cause for d in v.diagnoses()] == ["port25_blocked"]
     assert {(r.status, r.reason) for r in results} == {("unknown", "smtp_unreachable")}
     warnings = [r for r in caplog.records if "port 25" in r.getMessage()]
     assert len(warnings) == 1

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
-__all__ = ["DomainProbe", "HostResolver", "Kind", "RcptOutcome", "Stage"]
+__all__ = ["DomainProbe", "HostResolver", "Kind", "ProbeFailure", "RcptOutcome", "Stage"]
 
 #: What one address's RCPT (or the conversation before it) came to. ``not_found``,
 #: ``disabled`` and ``full`` are about the mailbox; the rest are about the way there.
@@ -36,6 +36,16 @@ class RcptOutcome:
     mx_host: str | None
 
 
+class ProbeFailure(NamedTuple):
+    """The most telling failure of a probe call's connections (see ``DomainProbe``)."""
+
+    kind: Kind
+    stage: str  # connect, banner, helo, starttls, mail, rcpt
+    code: int | None
+    message: str
+    host: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class DomainProbe:
     """One :meth:`SmtpProber.probe` call: an outcome per requested email, same order."""
@@ -44,6 +54,9 @@ class DomainProbe:
     outcomes: tuple[RcptOutcome, ...]
     catch_all: bool | None  # a random local part accepted / refused; None: not determined
     connections: int  # SMTP connections opened for this call
+    #: The most telling connection failure, when there was one (evidence about our own
+    #: path: see :mod:`mailsift.diagnosis`).
+    failure: ProbeFailure | None = None
 
 
 class HostResolver(Protocol):

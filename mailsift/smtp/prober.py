@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from mailsift.settings import Settings
-from mailsift.smtp.outcomes import DomainProbe, HostResolver, RcptOutcome
+from mailsift.smtp.outcomes import DomainProbe, HostResolver, ProbeFailure, RcptOutcome
 from mailsift.smtp.session import DomainRun, Failure, Limits
 from mailsift.smtp.wire import (
     address_problem,
@@ -121,10 +121,16 @@ class SmtpProber:
         catch_all = run.catch_all if run is not None and run.catch_all is not None else None
         if catch_all is None:
             catch_all = self._catch_all.get(key)
+        failure = run.failure if run is not None else None
         return DomainProbe(
             domain=key,
             outcomes=tuple(o for o in outcomes if o is not None),
             catch_all=catch_all,
             connections=run.connections if run is not None else 0,
+            failure=None
+            if failure is None
+            else ProbeFailure(
+                failure.kind, failure.stage, failure.code, failure.message, failure.host
+            ),
         )
 

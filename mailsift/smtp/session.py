@@ -10,6 +10,7 @@ import math
 import secrets
 import socket
 import ssl
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,13 @@ MAX_ATTEMPTS = 2
 #: RCPT commands written at once to a server that offers PIPELINING (RFC 2920).
 PIPELINE_DEPTH = 50
 
-_RANK: dict[str, int] = {"unreachable": 1, "timeout": 2, "error": 3, "temporary": 4, "blocked": 5}
+#: Sessions a domain may open again on a host that answered some recipients and then
+#: hung up (a per-session error or recipient limit), over the whole probe call.
+MAX_RECONNECTS = 25
+
+_RANK: dict[str, int] = {
+    "unreachable": 1, "timeout": 2, "error": 3, "rejected": 3, "temporary": 4, "blocked": 5
+}
 
 
 class Limits:
@@ -73,9 +80,12 @@ class Target:
     ip: str
     alive: bool = True
     proven: bool = False  # a conversation got past MAIL FROM here
+    #: RCPT replies a session got here before the server hung up: later sessions ask at
+    #: most this many (servers that cap errors or recipients per session).
+    session_cap: int | None = None
 
 
-Next = Literal["done", "next", "retire"]
+Next = Literal["done", "next", "retire", "again"]
 
 
 @dataclass(slots=True)
@@ -84,6 +94,8 @@ class Failure:
     code: int | None
     message: str
     host: str | None
+    #: Where it happened: connect, banner, helo, starttls, mail, rcpt ("" unknown).
+    stage: str = ""
 
     def outcome(self, email: str) -> RcptOutcome:
         return RcptOutcome(email, self.kind, self.code, sanitize_message(self.message), self.host)
@@ -102,6 +114,7 @@ class Conn:
     inflight: list[str] = field(default_factory=list)
     established: bool = False  # got past MAIL FROM (and the catch-all probe)
     polite: bool = True  # end with QUIT
+    answered: int = 0  # RCPT replies received on this connection (the probe included)
 
 
 class Abort(Exception):
@@ -134,6 +147,7 @@ class DomainRun:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     established: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    reconnects: int = 0
 
     @property
     def settings(self) -> Settings:
@@ -144,7 +158,7 @@ class DomainRun:
     def note(self, failure: Failure) -> None:
         """Keep the most telling failure (blocked > temporary > error > timeout >
         unreachable; the later one on a tie)."""
-        if self.failure is None or _RANK[failure.kind] >= _RANK[self.failure.kind]:
+        if self.failure is None or _RANK.get(failure.kind, 0) >= _RANK.get(self.failure.kind, 0):
             self.failure = failure
 
     def retry_or_settle(self, email: str, failure: Failure) -> None:
@@ -177,7 +191,11 @@ class DomainRun:
                 known = {t.ip for t in self.targets}
                 fresh = [ip for ip in dict.fromkeys(ips) if ip not in known]
                 if not fresh:
-                    self.note(Failure("unreachable", None, f"no address for MX host {host}", host))
+                    self.note(
+                        Failure(
+                            "unreachable", None, f"no address for MX host {host}", host, "resolve"
+                        )
+                    )
                 for ip in fresh[: MAX_TARGETS - len(self.targets)]:
                     self.targets.append(Target(host, ip))
 
@@ -199,6 +217,26 @@ class DomainRun:
                 failure = Failure("unreachable", None, "no MX host could be tried", None)
             self.results.setdefault(email, failure.outcome(email))
         self.queue.clear()
+        self.weigh_rejections()
+
+    def weigh_rejections(self) -> None:
+        """Use the conversation as evidence for replies that alone prove nothing.
+
+        A ``rejected`` outcome is a 5xx at RCPT that names neither the mailbox nor the
+        client ("550 Requested action not taken"). When the same domain's servers
+        accepted other real recipients in this call, they judge recipients one by one,
+        so the refusal is about that mailbox: ``not_found``. When they accepted nobody
+        (every address and the random catch-all probe got the same generic refusal),
+        the refusal may be of us: it stays ``rejected`` (unknown)."""
+        if self.catch_all is True:
+            return
+        if not any(o.kind == "accepted" for o in self.results.values()):
+            return
+        for email, outcome in list(self.results.items()):
+            if outcome.kind == "rejected" and outcome.code in (550, 551, 553):
+                self.results[email] = RcptOutcome(
+                    email, "not_found", outcome.code, outcome.message, outcome.mx_host
+                )
 
     async def spawn(self, group: asyncio.TaskGroup, extra: int) -> None:
         """More connections only once the first one holds a conversation: a dead or
@@ -220,8 +258,11 @@ class DomainRun:
                 ):
                     if not self.queue:
                         return
-                    if await self.session(target) == "retire":
-                        return
+                    step = await self.session(target)
+                if step == "retire":
+                    return
+                if step == "again":  # RFC 5321 4.5.4.1: do not come straight back
+                    await asyncio.sleep(self.settings.smtp_reconnect_delay)
         finally:
             if first:
                 self.ready.set()
@@ -229,11 +270,38 @@ class DomainRun:
     # -- one connection ----------------------------------------------------------------
 
     def after_failure(
-        self, target: Target, failure: Failure, inflight: Sequence[str], established: bool
+        self,
+        target: Target,
+        failure: Failure,
+        inflight: Sequence[str],
+        established: bool,
+        answered: int = 0,
     ) -> Next:
-        """Record a broken connection and say what its worker does next."""
+        """Record a broken connection and say what its worker does next.
+
+        A server that answered some recipients and then hung up (a 421 or a dropped
+        connection part-way: Postfix's ``smtpd_hard_error_limit``, a recipient cap per
+        session) is alive: the answers it gave are kept, and a fresh session, after a
+        short pause, asks only what is left, at most as many as it answered this time.
+        Only the first unanswered address may have caused the hang-up: it alone is
+        charged an attempt."""
         self.note(failure)
         log.debug("smtp %s (%s): %s %s", target.host, target.ip, failure.kind, failure.message)
+        resumable = (
+            answered > 0
+            and failure.kind in ("temporary", "error", "timeout")
+            and self.reconnects < MAX_RECONNECTS
+        )
+        if resumable:
+            self.reconnects += 1
+            cap = answered if target.session_cap is None else min(target.session_cap, answered)
+            target.session_cap = max(1, cap)
+            for position, email in reversed(list(enumerate(inflight))):
+                if position == 0:
+                    self.retry_or_settle(email, failure)
+                else:
+                    self.queue.appendleft(email)
+            return "again"
         for email in reversed(inflight):  # back at the head of the queue in their order
             self.retry_or_settle(email, failure)
         if target.proven and not established:
@@ -247,22 +315,21 @@ class DomainRun:
         where = f"{stage} at {target.host}" + (
             f" ({target.ip})" if target.ip != target.host else ""
         )
+        host = target.host
         if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code > 0:
             kind = classify_reply(exc.code, exc.message, stage)  # type: ignore[arg-type]
-            return Failure(kind, exc.code, exc.message, target.host)
+            return Failure(kind, exc.code, exc.message, host, stage)
         if isinstance(exc, aiosmtplib.SMTPResponseException):
-            return Failure("error", None, f"invalid reply ({where}): {exc.message}", target.host)
+            return Failure("error", None, f"invalid reply ({where}): {exc.message}", host, stage)
         if isinstance(exc, TimeoutError):
-            return Failure("timeout", None, f"timed out ({where})", target.host)
+            return Failure("timeout", None, f"timed out ({where})", host, stage)
         if isinstance(exc, ssl.SSLError):
-            return Failure("error", None, f"TLS failed ({where}): {exc}", target.host)
+            return Failure("error", None, f"TLS failed ({where}): {exc}", host, stage)
         if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError)):
-            return Failure(
-                "error", None, f"connection closed by the server ({where})", target.host
-            )
+            return Failure("error", None, f"connection closed by the server ({where})", host, stage)
         if isinstance(exc, OSError):
-            return Failure("error", None, f"connection failed ({where}): {exc}", target.host)
-        return Failure("error", None, f"{type(exc).__name__} ({where}): {exc}", target.host)
+            return Failure("error", None, f"connection failed ({where}): {exc}", host, stage)
+        return Failure("error", None, f"{type(exc).__name__} ({where}): {exc}", host, stage)
 
     async def connect(self, target: Target) -> socket.socket:
         """A TCP connection (RFC 5321 3.1), within the step timeout."""
@@ -285,13 +352,20 @@ class DomainRun:
                     None,
                     f"timed out connecting to {target.host} ({target.ip})",
                     target.host,
+                    "connect",
                 )
             ) from None
         except OSError as exc:
             sock.close()
             reason = "connection refused" if isinstance(exc, ConnectionRefusedError) else str(exc)
             raise Abort(
-                Failure("unreachable", None, f"{reason}: {target.host} ({target.ip})", target.host)
+                Failure(
+                    "unreachable",
+                    None,
+                    f"{reason}: {target.host} ({target.ip})",
+                    target.host,
+                    "connect",
+                )
             ) from None
         except BaseException:
             sock.close()
@@ -349,6 +423,8 @@ class DomainRun:
             await self.recipients(conn)
         except Abort as abort:
             failure = abort.failure
+            if not failure.stage:
+                failure.stage = stage
         except asyncio.CancelledError:
             conn.polite = False
             raise
@@ -368,7 +444,9 @@ class DomainRun:
             smtp.close()
         if failure is None:
             return "done"
-        return self.after_failure(target, failure, conn.inflight, conn.established)
+        return self.after_failure(
+            target, failure, conn.inflight, conn.established, conn.answered
+        )
 
     def establish(self, conn: Conn) -> None:
         """This connection holds a conversation: other connections may open now."""
@@ -401,16 +479,20 @@ class DomainRun:
         txn_full = False  # a 452 4.5.3 was seen in this transaction
         carried: deque[str] = deque()  # refused as too many: the next transaction
         while probe is not None or (
-            (carried or self.queue) and sent < settings.max_rcpt_per_connection
+            (carried or self.queue)
+            and sent < min(settings.max_rcpt_per_connection, target.session_cap or sys.maxsize)
         ):
             limit = txn_limit if conn.pipelining else None
             if txn_full or (limit is not None and in_txn >= limit):
                 await self.new_transaction(conn)
                 in_txn, txn_full = 0, False
             group: list[str | None] = [None] if probe is not None else []  # None: the probe
+            per_session = settings.max_rcpt_per_connection
+            if target.session_cap is not None:
+                per_session = min(per_session, target.session_cap)
             room = min(
                 depth - len(group),
-                settings.max_rcpt_per_connection - sent,
+                per_session - sent,
                 (limit - in_txn - len(group)) if limit is not None else depth,
             )
             while room > 0 and (carried or self.queue):
@@ -437,12 +519,22 @@ class DomainRun:
             async with exchange as read:
                 for item in group:
                     reply = await read()
+                    if reply.code == 421:  # the server is closing: back off (RFC 5321 3.8)
+                        # Not an answer about this address: Postfix says 421 to the
+                        # command that crosses its error limit. The address and those
+                        # after it (pipelined, unread) stay in flight, asked again later.
+                        conn.polite = False
+                        if item is None:
+                            probe = None
+                            self.catch_all_done = True
+                        kind = classify_reply(reply.code, reply.message, "rcpt")
+                        raise Abort(Failure(kind, reply.code, reply.message, target.host, "rcpt"))
+                    conn.answered += 1
                     too_many = reply.code == 452 and is_too_many(reply.message)
                     if item is None:
                         probe = None
                         self.catch_all_reply(reply)
-                        if reply.code != 421:
-                            self.establish(conn)
+                        self.establish(conn)
                     elif too_many and in_txn > 0:
                         carried.append(item)  # still in flight: sent again below
                         txn_full = True
@@ -457,14 +549,6 @@ class DomainRun:
                         )
                     if not too_many:
                         in_txn += 1
-                    if reply.code == 421:  # the server is closing: back off (RFC 5321 3.8)
-                        # Replies after it are not read; their addresses were not answered.
-                        conn.polite = False
-                        for email in reversed(conn.inflight):
-                            self.queue.appendleft(email)
-                        conn.inflight.clear()
-                        kind = classify_reply(reply.code, reply.message, "rcpt")
-                        raise Abort(Failure(kind, reply.code, reply.message, target.host))
         for email in reversed(carried):  # out of budget: another connection takes them
             conn.inflight.remove(email)
             self.queue.appendleft(email)

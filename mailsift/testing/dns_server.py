@@ -51,6 +51,11 @@ FailureMode = Literal["servfail", "timeout"]
 #: What :meth:`DnsServer.set_global_failure` can make of every answer.
 GlobalFailureMode = Literal["nxdomain", "servfail", "timeout", "wildcard"]
 
+#: Names that exist on the real internet whatever a world holds: the root and a few
+#: top-level domains. They answer NOERROR with no data (NODATA), as an empty
+#: non-terminal does (RFC 8020); a resolver's health check asks for them.
+_ALWAYS_EXIST: frozenset[tuple[bytes, ...]] = frozenset({(), (b"com",), (b"net",), (b"org",)})
+
 _Key = tuple[bytes, ...]  # lower-case labels, root first omitted: ("mx", "acme", "test")
 _Record = tuple[int, object, int]  # (qtype, dnslib rdata, ttl)
 
@@ -178,7 +183,7 @@ class _ZoneResolver(BaseResolver):
         with self._lock:
             failure = self._failures.get(key)
             records = list(self._records.get(key, ()))
-            exists = key == () or key in self._names  # the root always exists
+            exists = key in _ALWAYS_EXIST or key in self._names
             global_failure, wildcard_ip = self._global_failure, self._wildcard_ip
         if global_failure == "nxdomain":
             # A lying resolver: "no such name" for everything, the root included.

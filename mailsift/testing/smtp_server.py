@@ -55,6 +55,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 Fault = Literal[
+    "close_on_connect",
     "drop_after_ehlo",
     "drop_at_rcpt",
     "garbage",
@@ -116,6 +117,11 @@ class Behaviour:
     #: there (see :data:`EHLO_ECHO_GREETINGS`), which is how ``mailsift doctor``
     #: learns the host's public egress address.
     ehlo_greeting: str = "mx.mailsift.test greets {helo}"
+    #: Postfix's ``smtpd_hard_error_limit`` (default 20 there; 1-5 on hardened hosts):
+    #: after this many 4xx/5xx replies in a session (a refused RCPT counts, the random
+    #: catch-all probe included), the next command gets "421 4.7.0 <host> Error: too
+    #: many errors" and the connection is closed (postfix/src/smtpd/smtpd.c).
+    hard_error_limit: int | None = None
 
     def __post_init__(self) -> None:
         if self.mailboxes is not None:
@@ -183,6 +189,18 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "no_pipelining": Behaviour(pipelining=False),
     "drop_pipelined": Behaviour(fault="drop_pipelined"),
     "echo_ip": Behaviour(ehlo_greeting=EHLO_ECHO_GREETINGS["gmail"]),
+    "close_on_connect": Behaviour(fault="close_on_connect"),
+    # Postfix with smtpd_hard_error_limit = 2: the catch-all probe and one unknown
+    # recipient use it up; the next RCPT gets 421 and the connection closes.
+    "hard_error_limit": Behaviour(hard_error_limit=2),
+    # Our IP on a DNS blocklist, as Postfix's reject_rbl_client says it (at RCPT).
+    "rbl_listed": Behaviour(
+        rcpt_reply=(
+            554,
+            "5.7.1 Service unavailable; Client host [127.0.0.1] blocked using "
+            "zen.spamhaus.org; https://www.spamhaus.org/query/ip/127.0.0.1",
+        )
+    ),
 }
 
 
@@ -383,6 +401,7 @@ class _Session:
         self.rcpt_count = 0
         self.rcpts_answered = 0  # on this connection, for ``drop_after_rcpts``
         self.errors = 0
+        self.error_replies = 0  # 4xx/5xx replies sent, for ``hard_error_limit``
         #: When the reply being prepared may go out: its command's arrival + latency.
         self.due = 0.0
         #: When the last reply was written (commands that arrived before: pipelined).
@@ -410,11 +429,17 @@ class _Session:
             out.append(f"{code}{sep}{text}\r\n")
         self.writer.write("".join(out).encode("utf-8", "replace"))
         self.replied_at = self.loop.time()
+        if code >= 400:
+            self.error_replies += 1
         await self.writer.drain()
 
     async def run(self) -> None:
         b = self.b
         connected_at = self.loop.time()
+        if b.fault == "close_on_connect":
+            # What a port-25 middlebox (ISP filter, firewall) looks like from inside:
+            # the TCP handshake completes, then the connection closes with no banner.
+            raise _Hangup
         if b.banner_delay:
             await asyncio.sleep(b.banner_delay)
         if b.fault == "garbage":
@@ -450,6 +475,10 @@ class _Session:
                     raise _Hangup
                 if received_at < self.replied_at:
                     self.server.pipelined += 1
+                limit = b.hard_error_limit
+                if limit is not None and self.error_replies >= limit:
+                    await self.send(421, "4.7.0 mx.mailsift.test Error: too many errors")
+                    raise _Hangup
                 await self.dispatch(line)
                 if b.fault == "drop_pipelined":
                     self.lose_pipelined()

@@ -173,6 +173,7 @@ class World:
             "MAILSIFT_SMTP_TIMEOUT": "2",
             "MAILSIFT_HELO_HOSTNAME": "probe.mailsift.test",
             "MAILSIFT_MAIL_FROM": "verify@mailsift.test",
+            "MAILSIFT_SMTP_RECONNECT_DELAY": "0.05",
         }
         env.update({f"MAILSIFT_{k.upper()}": str(v) for k, v in overrides.items()})
         return env
@@ -186,6 +187,7 @@ class World:
             "smtp_timeout": 2.0,
             "helo_hostname": "probe.mailsift.test",
             "mail_from": "verify@mailsift.test",
+            "smtp_reconnect_delay": 0.05,
         }
         values.update(overrides)
         return Settings(**values)
