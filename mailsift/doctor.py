@@ -76,6 +76,15 @@ Status = Literal["PASS", "WARN", "FAIL"]
 SLOW_RESOLVER_MS = 300.0
 #: Longest server text quoted in a finding.
 _QUOTE = 160
+#: Spamhaus ZEN return codes (https://www.spamhaus.org/faq/section/DNSBL%20Usage).
+_ZEN_CODES = {
+    "127.0.0.2": "SBL: spam source",
+    "127.0.0.3": "SBL CSS: snowshoe spam",
+    "127.0.0.4": "XBL: exploited host",
+    "127.0.0.9": "SBL DROP: hijacked range",
+    "127.0.0.10": "PBL: the ISP says this range must not send mail directly",
+    "127.0.0.11": "PBL: an end-user range that should not send mail directly",
+}
 #: Where to ask for removal from the default blocklists.
 _REMOVAL = {
     "zen.spamhaus.org": "https://check.spamhaus.org/",
@@ -527,8 +536,15 @@ async def _probe(target: MxTarget, dnsq: _Dns, settings: Settings) -> _Probe:
 
 _PORT25_ACTION = (
     "ask your provider to open outbound port 25 (most clouds and home ISPs block it), or run "
-    "mailsift from a host that may; meanwhile MAILSIFT_SMTP_ENABLED=false checks syntax and DNS only"
+    "mailsift from a host that may; until then MAILSIFT_SMTP_ENABLED=false"
 )
+_MIDDLEBOX_ACTION = (
+    "find what intercepts port 25 (the network's firewall or transparent proxy, or an "
+    "antivirus mail shield on this host) and let it through, or run mailsift from another host"
+)
+#: Outcomes that, on every host, mean this host's port 25 is blocked or intercepted; on
+#: some hosts only (others answered), that those servers are down or refuse connections.
+_PATH_FAULTS = ("refused", "timeout", "unreachable", "closed", "reset", "silent", "not_smtp")
 
 
 def _port25_check(p: _Probe) -> Check:
@@ -551,16 +567,14 @@ def _port25_check(p: _Probe) -> Check:
         "unreachable": ("FAIL", f"cannot connect to {where}: {p.error}",
                         "check this host's network route and firewall for outbound port 25"),
         "closed": ("FAIL", f"{where} accepted the connection, then closed it before any "
-                   "banner: a middlebox (firewall, transparent proxy, antivirus mail shield) "
-                   "intercepts port 25", _PORT25_ACTION + "; or disable the intercepting "
-                   "proxy/mail shield"),
+                   "banner: a middlebox intercepts port 25", _MIDDLEBOX_ACTION),
         "reset": ("FAIL", f"{where} accepted the connection, then reset it before any banner: "
-                  "a middlebox intercepts port 25", _PORT25_ACTION),
+                  "a middlebox intercepts port 25", _MIDDLEBOX_ACTION),
         "silent": ("FAIL", f"{p.error} from {where}: a middlebox holds port 25, or the server "
                    "tarpits", "raise MAILSIFT_SMTP_TIMEOUT if this is one slow server; if every "
-                   "host does this, port 25 is intercepted: " + _PORT25_ACTION),
+                   "host does this, port 25 is intercepted: " + _MIDDLEBOX_ACTION),
         "not_smtp": ("FAIL", f"{where} does not speak SMTP ({p.error}): something intercepts "
-                     "port 25", _PORT25_ACTION),
+                     "port 25", _MIDDLEBOX_ACTION),
         "ehlo_refused": ("WARN", f"banner \"{p.banner}\" but EHLO failed: "
                          f"{p.ehlo or p.error}", "check MAILSIFT_HELO_HOSTNAME (see the helo line)"),
     }
@@ -576,6 +590,27 @@ def _port25_check(p: _Probe) -> Check:
                      "run again later; if every host says so, our IP is rate-limited", details)
     status, finding, action = findings[p.outcome]
     return Check("port25", subject, status, finding, action, details)
+
+
+def _only_this_host(check: Check) -> Check:
+    """Other MX hosts answered, so this host's port 25 works: a connection fault of one
+    server is that server's, a WARN, not a blocked port."""
+    if check.status != "FAIL" or check.details.get("outcome") not in _PATH_FAULTS:
+        return check
+    said = {
+        "refused": "connection refused", "timeout": "TCP connect timed out",
+        "unreachable": "cannot connect", "closed": "accepted, then closed before any banner",
+        "reset": "accepted, then reset before any banner", "silent": "connected, but no banner",
+        "not_smtp": "does not speak SMTP",
+    }[check.details["outcome"]]
+    where = f"{check.details.get('address')}:{check.details.get('port')}"
+    return Check(
+        check.kind, check.subject, "WARN",
+        f"{said} ({where}); other MX hosts answered, so port 25 is open here: this server "
+        "is down or refuses connections",
+        "nothing to fix on this host if it is only this server; test another with --mx-host",
+        check.details,
+    )
 
 
 async def _targets(
@@ -743,6 +778,8 @@ async def _dnsbl(dnsq: _Dns, ip: str, zone: str) -> Check:
     listed = [str(c) for c in codes if c in ipaddress.ip_network("127.0.0.0/8") and str(c) not in errors]
     strange = [a for a in answer.records if a not in errors and a not in listed]
     if listed:
+        if zone.startswith("zen.spamhaus."):
+            listed = [f"{c} {_ZEN_CODES[c]}" if c in _ZEN_CODES else c for c in listed]
         text = await dnsq.ask(query, "TXT")
         reason = f": \"{_clean(text.records[0], 120)}\"" if text.records else ""
         details["reason"] = text.records[0] if text.records else None
@@ -765,6 +802,12 @@ async def _dnsbl(dnsq: _Dns, ip: str, zone: str) -> Check:
                  "use a resolver that does not rewrite answers", details)
 
 
+def _spf_mechanism(ip: str | None) -> str:
+    if ip is None:
+        return "ip4:<egress IP>"
+    return f"ip6:{ip}" if ":" in ip else f"ip4:{ip}"
+
+
 def _is_ipv4(text: str) -> bool:
     try:
         return ipaddress.ip_address(text).version == 4
@@ -772,7 +815,7 @@ def _is_ipv4(text: str) -> bool:
         return False
 
 
-async def _mail_from(dnsq: _Dns, settings: Settings) -> list[Check]:
+async def _mail_from(dnsq: _Dns, settings: Settings, ip: str | None) -> list[Check]:
     address = settings.mail_from
     local, at, domain = address.rpartition("@")
     domain = domain.rstrip(".").lower()
@@ -815,8 +858,8 @@ async def _mail_from(dnsq: _Dns, settings: Settings) -> list[Check]:
         spf_check = Check("mail_from_spf", domain, "WARN",
                           "no SPF record (TXT v=spf1): receivers score or refuse unauthenticated "
                           "senders",
-                          f"publish TXT \"v=spf1 ip4:<egress IP> -all\" for {domain} (or include "
-                          "your mail provider)", spf_details)
+                          f"publish TXT \"v=spf1 {_spf_mechanism(ip)} -all\" for {domain} (or "
+                          "include your mail provider's)", spf_details)
     elif len(spf) > 1:
         spf_check = Check("mail_from_spf", domain, "FAIL",
                           f"{len(spf)} SPF records: that is a permanent error for every receiver "
@@ -844,7 +887,10 @@ async def run_doctor(settings: Settings, mx_hosts: Sequence[MxTarget] = ()) -> D
     if resolver.sane or not needs_dns:
         targets, problems = await _targets(mx_hosts, settings, dnsq)
         probes = list(await asyncio.gather(*(_probe(t, dnsq, settings) for t in targets)))
-        checks += problems + [_port25_check(p) for p in probes]
+        port25 = [_port25_check(p) for p in probes]
+        if any(p.outcome == "ok" for p in probes):
+            port25 = [_only_this_host(c) for c in port25]
+        checks += problems + port25
     else:
         probes = []
         subjects = [str(t) for t in mx_hosts] or list(settings.doctor_mx_domains)
@@ -862,13 +908,13 @@ async def run_doctor(settings: Settings, mx_hosts: Sequence[MxTarget] = ()) -> D
         if ip is None:
             rest: list[Any] = [_skip("rdns", None, *_NEEDS_IP), _skip("helo", None, *_NEEDS_IP)]
             rest.append(_skip("dnsbl", None, *_NEEDS_IP, subjects=settings.dnsbl_zones))
-            tail = await _mail_from(dnsq, settings)
+            tail = await _mail_from(dnsq, settings, None)
             checks += rest + tail
         else:
             parts = await asyncio.gather(
                 _rdns_and_helo(dnsq, settings, ip),
                 asyncio.gather(*(_dnsbl(dnsq, ip, z) for z in settings.dnsbl_zones)),
-                _mail_from(dnsq, settings),
+                _mail_from(dnsq, settings, ip),
             )
             for part in parts:
                 checks += list(part)
