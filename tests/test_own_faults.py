@@ -206,7 +206,6 @@ async def test_a_generic_refusal_beside_accepted_recipients_is_a_missing_mailbox
     ]
 
 
-@pytest.mark.xfail(reason="needs the data-driven reply reading (issue 8 part 2)", strict=False)
 async def test_the_same_generic_refusal_for_everyone_is_not_proof(world: World) -> None:
     world.add_domain("wall.test", Behaviour(rcpt_reply=GENERIC))
     async with Verifier(world.settings()) as v:
