@@ -34,15 +34,16 @@ def ask(server: DnsServer, name: str, rdtype: str) -> dns.message.Message:
 
 
 def test_root_and_tld_are_empty_non_terminals(server):
-    """As on the real internet: the root always exists; a TLD above a held name exists
-    with no data (RFC 8020); a name under it that nobody added does not."""
+    """As on the real internet: the root and com/net/org always exist; a TLD above a held
+    name exists with no data (RFC 8020); a name under it that nobody added does not."""
     server.add_mx("acme.test", [(10, "mx.acme.test")])
     root = ask(server, ".", "NS")
     assert (root.rcode(), root.answer) == (dns.rcode.NOERROR, [])
     assert root.authority and root.authority[0].rdtype == dns.rdatatype.SOA
     assert ask(server, "test", "SOA").rcode() == dns.rcode.NOERROR
     assert ask(server, "no-such-name.test", "A").rcode() == dns.rcode.NXDOMAIN
-    assert ask(server, "com", "NS").rcode() == dns.rcode.NXDOMAIN  # nothing held under it
+    assert ask(server, "com", "NS").rcode() == dns.rcode.NOERROR  # a real TLD, always there
+    assert ask(server, "no-such-tld", "NS").rcode() == dns.rcode.NXDOMAIN
 
 
 @pytest.mark.parametrize(
@@ -60,13 +61,16 @@ def test_global_failure_answers_every_name_the_same(server, mode, rcode):
 
 def test_global_failure_reaches_the_engine_as_its_outcomes(server):
     server.add_mx("acme.test", [(10, "mx.acme.test")])
-    resolver = DnsResolver(Settings(dns_nameservers=[server.nameserver], dns_timeout=0.5))
-    outcomes = {}
+    results = {}
     for mode in ("nxdomain", "servfail", "timeout"):
         server.set_global_failure(mode)
-        resolver.clear_cache()
-        outcomes[mode] = asyncio.run(resolver.mx("acme.test")).outcome
-    assert outcomes == {"nxdomain": "nxdomain", "servfail": "servfail", "timeout": "timeout"}
+        resolver = DnsResolver(Settings(dns_nameservers=[server.nameserver], dns_timeout=0.5))
+        results[mode] = asyncio.run(resolver.mx("acme.test"))
+    # A resolver that NXDOMAINs everything fails the engine's health check: not trusted.
+    assert results["nxdomain"].outcome == "servfail"
+    assert "not trusted" in (results["nxdomain"].message or "")
+    assert {m: r.outcome for m, r in results.items() if m != "nxdomain"} == {
+        "servfail": "servfail", "timeout": "timeout"}
 
 
 def test_wildcard_mode_rewrites_only_names_that_do_not_exist(server):
