@@ -211,3 +211,16 @@ async def test_the_same_generic_refusal_for_everyone_is_not_proof(world: World) 
     async with Verifier(world.settings()) as v:
         results = [r async for r in v.verify_many(["a@wall.test", "b@wall.test"])]
     assert {(r.status, r.reason) for r in results} == {("unknown", "smtp_rejected")}
+
+
+# -- a server out of step ----------------------------------------------------------------
+
+
+async def test_replies_sent_before_their_commands_are_never_a_verdict(world: World) -> None:
+    early = ((250, "mx greets you"), (250, "2.1.0 Ok"), (250, "2.1.5 Ok"), (250, "2.1.5 Ok"))
+    world.add_domain("early.test", "reject_all", unsolicited=early)
+    async with Verifier(world.settings()) as v:
+        results = [r async for r in v.verify_many(["a@early.test", "b@early.test"])]
+    # without the check, "250 2.1.5 Ok" would be read as the RCPT's reply: catch-all/valid
+    assert {(r.status, r.reason) for r in results} == {("unknown", "smtp_error")}
+    assert all("out of step" in (r.smtp_message or "") for r in results)

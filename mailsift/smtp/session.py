@@ -22,7 +22,7 @@ from aiosmtplib import SMTPResponse
 from mailsift.settings import Settings
 from mailsift.smtp.outcomes import Kind, RcptOutcome
 from mailsift.smtp.replies import classify_reply, is_too_many, sanitize_message
-from mailsift.smtp.wire import one_by_one, pipelined, rcpt_command, sni
+from mailsift.smtp.wire import ensure_in_step, one_by_one, pipelined, rcpt_command, sni
 
 if TYPE_CHECKING:
     from mailsift.smtp.prober import SmtpProber
@@ -397,8 +397,10 @@ class DomainRun:
         failure: Failure | None = None
         try:
             await smtp.connect()
+            ensure_in_step(smtp)
             stage = "helo"
             await self.greet(smtp)
+            ensure_in_step(smtp)
             if settings.smtp_starttls and smtp.supports_extension("starttls"):
                 stage = "starttls"
                 async with asyncio.timeout(timeout * 2):
@@ -409,6 +411,7 @@ class DomainRun:
                     )
                 stage = "helo"
                 await self.greet(smtp)  # RFC 3207 4.2: the EHLO list is learnt anew
+                ensure_in_step(smtp)
             conn.utf8 = smtp.supports_extension("smtputf8")
             conn.pipelining = smtp.supports_extension("pipelining")
             if not settings.mail_from.isascii() and not conn.utf8:
@@ -419,6 +422,7 @@ class DomainRun:
                 return "done"
             stage = "mail"
             await self.mail_from(smtp, target, conn.utf8)
+            ensure_in_step(smtp)
             stage = "rcpt"
             await self.recipients(conn)
         except Abort as abort:

@@ -208,9 +208,26 @@ async def one_by_one(
     pending = deque(commands)
 
     async def read() -> SMTPResponse:
-        return await smtp.execute_command(*pending.popleft(), timeout=timeout)
+        reply = await smtp.execute_command(*pending.popleft(), timeout=timeout)
+        ensure_in_step(smtp)
+        return reply
 
     yield read
+
+
+def ensure_in_step(smtp: aiosmtplib.SMTP) -> None:
+    """Raise when the server sent more than the reply just read: lines that came before
+    their command was sent (unsolicited ``250`` lines after the banner, say) would be
+    taken as the replies to the next commands, a refused address read as accepted.
+    RFC 5321 4.2: a server replies to commands; RFC 2920 3.1: it sends no reply before
+    its command arrives. A server out of step is a protocol error (``unknown``), never
+    a verdict."""
+    protocol = smtp.protocol
+    buffered = getattr(protocol, "_buffer", None)  # aiosmtplib's unparsed input
+    if buffered:
+        raise aiosmtplib.SMTPResponseException(
+            -1, "the server sent replies before their commands were sent (out of step)"
+        )
 
 
 @contextlib.asynccontextmanager
@@ -232,6 +249,10 @@ async def pipelined(
             return await reader.read(timeout)
 
         yield read
+        if reader.received > reader.expected or reader.buffer:
+            raise aiosmtplib.SMTPResponseException(
+                -1, "the server sent more replies than commands (out of step)"
+            )
     finally:
         transport.set_protocol(protocol)
 

@@ -117,6 +117,8 @@ class Behaviour:
     #: there (see :data:`EHLO_ECHO_GREETINGS`), which is how ``mailsift doctor``
     #: learns the host's public egress address.
     ehlo_greeting: str = "mx.mailsift.test greets {helo}"
+    #: Replies sent with the banner, before any command (a server out of step).
+    unsolicited: tuple[tuple[int, str], ...] = ()
     #: Postfix's ``smtpd_hard_error_limit`` (default 20 there; 1-5 on hardened hosts):
     #: after this many 4xx/5xx replies in a session (a refused RCPT counts, the random
     #: catch-all probe included), the next command gets "421 4.7.0 <host> Error: too
@@ -451,7 +453,15 @@ class _Session:
         if b.max_connections is not None and self.server.active > b.max_connections:
             code, text = 421, "4.7.0 Too many concurrent connections, try again later"
         self.due = connected_at + b.banner_delay + b.latency
-        await self.send(code, f"mx.mailsift.test {text}")
+        if b.unsolicited and code == 220:
+            # Replies to commands not sent yet, in the banner's segment: a broken or
+            # hostile server trying to make a client take them for the answers to
+            # EHLO, MAIL and RCPT (issue 9). RFC 2920 3.1 forbids replying early.
+            extra = "".join(f"{c} {line}\r\n" for c, line in b.unsolicited)
+            self.writer.write(f"220 mx.mailsift.test {text}\r\n{extra}".encode())
+            await self.writer.drain()
+        else:
+            await self.send(code, f"mx.mailsift.test {text}")
         if code != 220:
             # RFC 5321 3.1: a 554 server waits for QUIT; a 421 one closes. Close both.
             raise _Hangup
