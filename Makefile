@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 lint: $(STAMP)
-	$(BIN)/ruff check mailsift flows tasks warehouse deployments tests benchmarks
+	$(BIN)/ruff check mailsift pipeline flows tasks warehouse deployments tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo-output mailsift-demo.duckdb

@@ -16,6 +16,8 @@ from typing import Any
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.schedules import Cron
 
+from pipeline.settings import DEFAULTS
+
 __all__ = ["DEPLOYMENTS", "build", "main"]
 
 #: name -> (flow entrypoint, deployment options). The one place deployments are declared.
@@ -29,13 +31,13 @@ DEPLOYMENTS: dict[str, dict[str, Any]] = {
     "reverify-stale/daily": {
         "entrypoint": "flows/reverify_stale.py:reverify_stale",
         "name": "daily",
-        "description": "Re-verify addresses whose newest check is older than 30 days.",
+        "description": f"Re-verify addresses whose newest check is older than {DEFAULTS.max_age_days} days.",
         "tags": ["mailsift", "scheduled"],
-        "schedule": Cron("0 3 * * *", timezone="UTC"),
+        "schedule": Cron(DEFAULTS.reverify_cron, timezone="UTC"),
         "concurrency_limit": ConcurrencyLimitConfig(
             limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
         ),
-        "parameters": {"max_age_days": 30},
+        "parameters": {"max_age_days": DEFAULTS.max_age_days},
     },
 }
 

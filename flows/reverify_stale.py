@@ -7,7 +7,7 @@ verifications is append-only, latest_verifications shows the newest.
 from __future__ import annotations
 
 import shutil
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 from prefect import flow, get_run_logger
@@ -27,6 +27,8 @@ from flows.common import (
 )
 from mailsift.errors import MailsiftError, WarehouseError
 from mailsift.result import utcnow
+from mailsift.settings import BackendName
+from pipeline.settings import DEFAULTS
 from warehouse import Warehouse
 
 __all__ = ["reverify_stale"]
@@ -36,15 +38,15 @@ FLOW_NAME = "reverify-stale"
 
 @flow(name=FLOW_NAME, task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
 def reverify_stale(
-    max_age_days: int = 30,
+    max_age_days: int = DEFAULTS.max_age_days,
     limit: int | None = None,
     db: str | None = None,
-    max_unknown_share: float = 0.2,
-    backend: Literal["local", "api", "sandbox"] | None = None,
-    batch_size: int = 500,
+    max_unknown_share: float = DEFAULTS.max_unknown_share,
+    backend: BackendName | None = None,
+    batch_size: int = DEFAULTS.batch_size,
     webhook_url: str | None = None,
     webhook_secret_env: str | None = None,
-    webhook_retry_minutes: list[float] = [1, 2, 4, 8, 16],  # noqa: B006 (Prefect parameter)
+    webhook_retry_minutes: list[float] = list(DEFAULTS.webhook_retry_minutes),  # noqa: B006, B008 (Prefect parameter)
 ) -> dict[str, Any]:
     """Re-verify the addresses whose newest check is older than max_age_days.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 from prefect import flow, get_run_logger
@@ -28,6 +28,8 @@ from flows.common import (
 )
 from mailsift.errors import MailsiftError
 from mailsift.result import utcnow
+from mailsift.settings import BackendName
+from pipeline.settings import DEFAULTS
 from tasks.steps import extract_contacts, write_exports
 from warehouse import Warehouse
 
@@ -40,16 +42,16 @@ FLOW_NAME = "verify-crm-exports"
 def verify_crm_exports(
     sources: list[str],
     email_column: str | None = None,
-    max_age_days: int = 30,
+    max_age_days: int = DEFAULTS.max_age_days,
     out_dir: str = "mailsift-out",
     db: str | None = None,
-    retry_unknown_after_minutes: int = 30,
-    max_unknown_share: float = 0.2,
-    backend: Literal["local", "api", "sandbox"] | None = None,
-    batch_size: int = 500,
+    retry_unknown_after_minutes: int = DEFAULTS.retry_unknown_after_minutes,
+    max_unknown_share: float = DEFAULTS.max_unknown_share,
+    backend: BackendName | None = None,
+    batch_size: int = DEFAULTS.batch_size,
     webhook_url: str | None = None,
     webhook_secret_env: str | None = None,
-    webhook_retry_minutes: list[float] = [1, 2, 4, 8, 16],  # noqa: B006 (Prefect parameter)
+    webhook_retry_minutes: list[float] = list(DEFAULTS.webhook_retry_minutes),  # noqa: B006, B008 (Prefect parameter)
 ) -> dict[str, Any]:
     """Verify CRM exports and export one CSV per status, behind the quality gate.
 

@@ -1,8 +1,12 @@
 """The ``mailsift`` command.
 
-``verify`` runs the engine alone, ``doctor`` checks this host's own mail path; ``run``, ``reverify``, ``gate``, ``demo`` and ``webhooks``
-reach up to the pipeline (Prefect, DuckDB, Great Expectations), imported only inside the
-commands that use them so that ``mailsift verify`` starts fast.
+This module holds the engine's own commands (``verify``: syntax, DNS, SMTP probe,
+reputation, no warehouse, no Prefect; ``doctor``: this host's own mail path). The
+pipeline's commands (``run``, ``reverify``, ``gate``, ``demo``, ``webhooks``, ``serve``,
+``keys`` ...) live beside the flows in :mod:`pipeline.cli` and are
+mounted on the same ``mailsift`` command by :class:`MailsiftGroup`, which imports that
+module only when one of them runs or when ``mailsift --help`` lists them. So ``mailsift
+verify`` never imports Prefect, polars, DuckDB or Great Expectations.
 
 Exit codes: 0 success (whatever the verdicts), 1 the quality gate failed, 2 bad input or
 usage (one readable line, no traceback).
@@ -14,22 +18,69 @@ import asyncio
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
-__all__ = ["app", "main"]
+from mailsift.settings import BackendName
+
+__all__ = [
+    "EXIT_GATE_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "BackendOpt",
+    "MailsiftGroup",
+    "app",
+    "fail",
+    "main",
+    "settings_from_flags",
+]
+
+#: The module that holds the pipeline's commands (imported on demand).
+PIPELINE_COMMANDS = "pipeline.cli"
+
+
+class MailsiftGroup(TyperGroup):
+    """The ``mailsift`` group: the engine's commands defined here, plus the pipeline's
+    commands from :data:`PIPELINE_COMMANDS`, loaded the first time one is asked for."""
+
+    _pipeline: click.Group | None = None
+
+    def _pipeline_group(self) -> click.Group:
+        if MailsiftGroup._pipeline is None:
+            import importlib
+
+            module = importlib.import_module(PIPELINE_COMMANDS)
+            MailsiftGroup._pipeline = typer.main.get_group(module.app)
+        return MailsiftGroup._pipeline
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        own = super().list_commands(ctx)
+        return own + [n for n in self._pipeline_group().list_commands(ctx) if n not in own]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            command = self._pipeline_group().get_command(ctx, cmd_name)
+        return command
+
 
 app = typer.Typer(
     name="mailsift",
+    cls=MailsiftGroup,
     help="Keep CRM contact lists deliverable: verify addresses without sending mail.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-webhooks_app = typer.Typer(help="Webhook deliveries of run results.", no_args_is_help=True)
-app.add_typer(webhooks_app, name="webhooks")
+
+
+@app.callback()
+def _mailsift() -> None:
+    """Keep CRM contact lists deliverable: verify addresses without sending mail."""
+
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -40,7 +91,9 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _settings(**flags: Any):  # -> Settings
+def settings_from_flags(**flags: Any):  # -> Settings
+    """Settings from the flags given (None = not given), then MAILSIFT_* and defaults;
+    a bad value is one line and exit 2."""
     from pydantic import ValidationError
 
     from mailsift.settings import Settings
@@ -64,7 +117,7 @@ def _setup_logging(verbose: bool = False) -> None:
 
 
 BackendOpt = Annotated[
-    Optional[str], typer.Option("--backend", help="local, api or sandbox [env MAILSIFT_BACKEND].")
+    Optional[BackendName], typer.Option("--backend", help="Where verdicts come from [env MAILSIFT_BACKEND].")
 ]
 NameserverOpt = Annotated[
     Optional[str],
@@ -95,7 +148,7 @@ def verify(
 ) -> None:
     """Verify addresses with the engine (no warehouse, no Prefect). Exit 0 whatever the verdicts."""
     _setup_logging(verbose)
-    settings = _settings(
+    settings = settings_from_flags(
         backend=backend,
         dns_nameservers=dns_nameservers,
         smtp_enabled=smtp,
@@ -143,7 +196,7 @@ def doctor(
 ) -> None:
     """Check this host before verifying: resolver, port 25, egress IP and its PTR, HELO, DNS
     blocklists, MAIL FROM's MX and SPF. Exit 0 all PASS, 1 any WARN or FAIL, 2 bad usage."""
-    settings = _settings(dns_nameservers=dns_nameservers, egress_ip=egress_ip)
+    settings = settings_from_flags(dns_nameservers=dns_nameservers, egress_ip=egress_ip)
     from mailsift.doctor import parse_mx_host, run_doctor
 
     try:
@@ -196,298 +249,6 @@ def _print_table(results: list[Any]) -> None:
     if not console.is_terminal:
         console.width = 160  # piped: keep one line per address
     console.print(table)
-
-
-# -- the pipeline ---------------------------------------------------------------------
-
-DbOpt = Annotated[Optional[Path], typer.Option("--db", help="DuckDB warehouse [env MAILSIFT_DB, default ./mailsift.duckdb].")]
-WebhookUrlOpt = Annotated[Optional[str], typer.Option("--webhook-url", help="POST the results here, signed.")]
-WebhookSecretOpt = Annotated[
-    Optional[str], typer.Option("--webhook-secret-env", help="Name of the env var holding the webhook secret.")
-]
-
-
-def _pipeline_env() -> None:
-    """Quiet, local-friendly defaults for Prefect and GX, unless the user set them."""
-    import os
-
-    for key, value in {
-        "DO_NOT_TRACK": "1",
-        "GX_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    }.items():
-        os.environ.setdefault(key, value)
-
-
-def _check_webhook(url: str | None, secret_env: str | None) -> None:
-    import os
-
-    if url and not secret_env:
-        raise fail("--webhook-url needs --webhook-secret-env NAME (the env var holding the secret)")
-    if secret_env and not os.environ.get(secret_env):
-        raise fail(f"environment variable {secret_env} (webhook secret) is not set")
-
-
-def _finish(state: Any) -> None:
-    """Exit with the run's outcome: 0 completed, 1 gate failed, 2 bad input/usage."""
-    from mailsift.errors import (
-        BackendAuthError,
-        ConfigError,
-        InputError,
-        QualityGateFailed,
-        WarehouseError,
-    )
-
-    if state.is_completed():
-        summary = state.result()
-        _print_summary(summary)
-        raise typer.Exit(EXIT_OK)
-    error = state.result(raise_on_failure=False)
-    message = str(error) if isinstance(error, BaseException) else (state.message or "run failed")
-    if isinstance(error, QualityGateFailed):
-        raise fail(message + " -- nothing was exported", EXIT_GATE_FAILED)
-    if isinstance(error, (InputError, ConfigError, WarehouseError, BackendAuthError)):
-        raise fail(message, EXIT_USAGE)
-    raise fail(f"run failed: {message}", EXIT_GATE_FAILED)
-
-
-def _print_summary(summary: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(stderr=False)
-    table = Table(title=f"mailsift {summary.get('flow', '')}", show_header=False)
-    for key in ("source_rows", "rows_without_email", "unique_addresses", "from_warehouse",
-                "verified_now", "gate"):
-        if key in summary:
-            table.add_row(key.replace("_", " "), str(summary[key]))
-    if summary.get("unknown_share") is not None:
-        table.add_row("unknown share", f"{100 * summary['unknown_share']:.1f}%")
-    for status in ("valid", "risky", "invalid", "unknown"):
-        table.add_row(f"  {status}", str(summary.get("by_status", {}).get(status, 0)))
-    console.print(table)
-    reasons = summary.get("by_reason") or {}
-    if reasons:
-        console.print("reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])))
-    for status, path in (summary.get("exports") or {}).items():
-        console.print(f"  {status:>8}: {path}")
-    if summary.get("warning"):
-        console.print(f"[bold red]WARNING:[/] {summary['warning']}")
-
-
-@app.command()
-def run(
-    sources: Annotated[list[str], typer.Argument(help="CRM exports: files, globs or http(s) URLs.")],
-    db: DbOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="Directory for the per-status CSVs.")] = Path("mailsift-out"),
-    email_column: Annotated[Optional[str], typer.Option("--email-column", help="The email column's name.")] = None,
-    max_age_days: Annotated[int, typer.Option("--max-age-days", min=0, help="Reuse results younger than this.")] = 30,
-    max_unknown_share: Annotated[float, typer.Option("--max-unknown-share", min=0.0, max=1.0)] = 0.2,
-    backend: BackendOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=5000)] = 500,
-    webhook_url: WebhookUrlOpt = None,
-    webhook_secret_env: WebhookSecretOpt = None,
-) -> None:
-    """Verify CRM exports into the warehouse and write one CSV per status (behind the gate)."""
-    _pipeline_env()
-    _check_webhook(webhook_url, webhook_secret_env)
-    settings = _settings(backend=backend, db=db)
-    _precheck_sources(sources, email_column)
-    from flows.verify_crm_exports import verify_crm_exports
-
-    state = verify_crm_exports(
-        sources=sources,
-        email_column=email_column,
-        max_age_days=max_age_days,
-        out_dir=str(out),
-        db=str(settings.db),
-        max_unknown_share=max_unknown_share,
-        backend=settings.backend,
-        batch_size=batch_size,
-        webhook_url=webhook_url,
-        webhook_secret_env=webhook_secret_env,
-        return_state=True,
-    )
-    _finish(state)
-
-
-def _precheck_sources(sources: list[str], email_column: str | None) -> None:
-    """Read the local sources once before Prefect starts (~1 s per million rows), so a
-    broken file is one line and exit 2 in a second, not after the API server's start-up.
-    URLs are read by the flow only (no double download)."""
-    from mailsift.errors import InputError
-    from tasks.extract import expand_sources, read_sources
-
-    try:
-        local = [s for s in expand_sources(sources) if not s.lower().startswith(("http://", "https://"))]
-        if local:
-            read_sources(local, email_column=email_column)
-    except InputError as exc:
-        raise fail(str(exc)) from None
-
-
-@app.command()
-def reverify(
-    db: DbOpt = None,
-    older_than_days: Annotated[int, typer.Option("--older-than-days", min=0)] = 30,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most this many, oldest first.")] = None,
-    max_unknown_share: Annotated[float, typer.Option("--max-unknown-share", min=0.0, max=1.0)] = 0.2,
-    backend: BackendOpt = None,
-    webhook_url: WebhookUrlOpt = None,
-    webhook_secret_env: WebhookSecretOpt = None,
-) -> None:
-    """Re-verify every address whose newest check is older than --older-than-days."""
-    _pipeline_env()
-    _check_webhook(webhook_url, webhook_secret_env)
-    settings = _settings(backend=backend, db=db)
-    _require_warehouse(settings.db)
-    from flows.reverify_stale import reverify_stale
-
-    state = reverify_stale(
-        max_age_days=older_than_days,
-        limit=limit,
-        db=str(settings.db),
-        max_unknown_share=max_unknown_share,
-        backend=settings.backend,
-        webhook_url=webhook_url,
-        webhook_secret_env=webhook_secret_env,
-        return_state=True,
-    )
-    _finish(state)
-
-
-def _require_warehouse(path: Path) -> None:
-    from mailsift.errors import WarehouseError
-    from warehouse import Warehouse
-
-    try:
-        Warehouse.open(path, create=False, read_only=True).close()
-    except WarehouseError as exc:
-        raise fail(str(exc)) from None
-
-
-@app.command()
-def gate(
-    db: DbOpt = None,
-    max_unknown_share: Annotated[float, typer.Option("--max-unknown-share", min=0.0, max=1.0)] = 0.2,
-    max_age_days: Annotated[Optional[int], typer.Option("--max-age-days", min=0, help="Fail on results older than this (default: not checked).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    docs: Annotated[Optional[Path], typer.Option("--docs", help="Also build GX data docs into this directory.")] = None,
-) -> None:
-    """The CI step: validate latest_verifications. Exit 0 pass, 1 fail, 2 cannot run."""
-    _pipeline_env()
-    from mailsift.errors import WarehouseError
-    from warehouse import Warehouse
-
-    settings = _settings(db=db)
-    try:
-        with Warehouse.open(settings.db, create=False, read_only=True) as wh:
-            frame = wh.latest_pandas()
-    except WarehouseError as exc:
-        raise fail(str(exc)) from None
-    from tasks.quality import GateConfig, render_table, run_gate
-
-    report = run_gate(frame, GateConfig(max_unknown_share=max_unknown_share, max_age_days=max_age_days), docs_dir=docs)
-    try:
-        with Warehouse.open(settings.db, create=False) as wh:
-            wh.record_quality_run(
-                run_id=None, scope="warehouse", checked_at=report.checked_at, is_passed=report.is_passed,
-                n_rows=report.n_rows, unknown_share=report.unknown_share,
-                max_unknown_share=max_unknown_share,
-                failed_expectations=[r.name for r in report.failed], details=report.to_dict(),
-            )
-    except WarehouseError as exc:  # e.g. a read-only CI checkout: still report the verdict
-        typer.echo(f"mailsift: could not record the gate run: {exc}", err=True)
-    typer.echo(json.dumps(report.to_dict(), default=str) if as_json else render_table(report))
-    raise typer.Exit(EXIT_OK if report.is_passed else EXIT_GATE_FAILED)
-
-
-DEMO_SQL = """\
-Try next (duckdb {db}, or python -c "import duckdb; print(duckdb.sql('...'))"):
-
-  -- counts by status and reason
-  SELECT status, reason, count(*) AS n FROM latest_verifications GROUP BY ALL ORDER BY n DESC;
-
-  -- the risky addresses of one source file
-  SELECT v.email, v.reason, v.score FROM latest_verifications v
-  JOIN contact_sources s USING (email)
-  WHERE s.source LIKE '%crm_export.csv' AND v.status = 'risky';
-
-  -- run it again: every address comes from the warehouse, no SMTP connection is made
-  mailsift demo
-"""
-
-
-def _find_example() -> Path:
-    here = Path(__file__).resolve().parents[1] / "examples" / "crm_export.csv"
-    for candidate in (Path("examples/crm_export.csv"), here):
-        if candidate.is_file():
-            return candidate
-    raise fail("examples/crm_export.csv not found: run mailsift demo from the repository root")
-
-
-@app.command()
-def demo(
-    db: Annotated[Path, typer.Option("--db")] = Path("mailsift-demo.duckdb"),
-    out: Annotated[Path, typer.Option("--out")] = Path("demo-output"),
-    source: Annotated[Optional[Path], typer.Option("--source", help="Another export whose domains live in the demo world.")] = None,
-) -> None:
-    """Run the real pipeline on examples/crm_export.csv against a simulated internet.
-
-    Port 25 is closed on most laptops and clouds, so the demo starts mailsift.testing's DNS
-    and SMTP servers in-process (every verdict path is there) and leaves the warehouse and
-    the exports for you to query."""
-    import os
-
-    _pipeline_env()
-    from mailsift.testing.demo import DEMO_DOMAINS, populate_demo_world
-    from mailsift.testing.world import World
-
-    example = source or _find_example()
-    with World() as world:
-        populate_demo_world(world)
-        os.environ.update(world.env())
-        typer.echo(f"mailsift demo: a simulated internet is up (DNS {world.dns.nameserver}, "
-                   f"{len(world.smtp.servers)} SMTP servers on port {world.smtp.port}) "
-                   f"with {len(DEMO_DOMAINS)} domains; verifying {example} ...")
-        from flows.verify_crm_exports import verify_crm_exports
-
-        state = verify_crm_exports(sources=[str(example)], out_dir=str(out), db=str(db), return_state=True)
-        if state.is_completed():
-            _print_summary(state.result())
-            typer.echo("\n" + DEMO_SQL.format(db=db))
-            raise typer.Exit(EXIT_OK)
-        _finish(state)
-
-
-@webhooks_app.command("retry")
-def webhooks_retry(
-    webhook_secret_env: Annotated[str, typer.Option("--webhook-secret-env", help="Env var holding the secret.")],
-    db: DbOpt = None,
-    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Only this run's deliveries.")] = None,
-    url: Annotated[Optional[str], typer.Option("--url", help="Send to this URL instead of the recorded one.")] = None,
-) -> None:
-    """Re-send every webhook delivery whose last attempt failed."""
-    _check_webhook(url, webhook_secret_env)
-    settings = _settings(db=db)
-    _require_warehouse(settings.db)
-    from tasks.webhooks import retry_failed
-
-    sent, still_failed = retry_failed(settings.db, webhook_secret_env, run_id=run_id, url=url)
-    typer.echo(f"re-sent {sent} deliveries; {still_failed} still failing")
-    raise typer.Exit(EXIT_OK if still_failed == 0 else EXIT_GATE_FAILED)
-
-
-def _mount_service() -> None:
-    """``serve`` and ``keys`` live in the service package (typer only at import)."""
-    from service.cli import keys_app, serve
-
-    app.command("serve")(serve)
-    app.add_typer(keys_app, name="keys")
-
-
-_mount_service()
 
 
 def main() -> None:

@@ -8,9 +8,10 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "Nameserver"]
+__all__ = ["BackendName", "Nameserver", "Settings"]
 
-Backend = Literal["local", "api", "sandbox"]
+#: The verification backends by name: the one list (CLI choices, flow parameters, settings).
+BackendName = Literal["local", "api", "sandbox"]
 
 
 class Nameserver(tuple):
@@ -90,7 +91,7 @@ class Settings(BaseSettings):
     )
 
     # Backend selection
-    backend: Backend = "local"
+    backend: BackendName = "local"
     api_url: str | None = None
     api_key: SecretStr | None = None
     api_key_block: str | None = Field(

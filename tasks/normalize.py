@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
+from pipeline.settings import DEFAULTS
 from tasks.extract import EMAIL_RAW, ROW, SOURCE
 
 __all__ = [
@@ -162,7 +163,7 @@ def count_without_email(df: pl.DataFrame) -> int:
     return int(df.get_column(KEY).null_count())
 
 
-def batches_by_domain(unique: pl.DataFrame, batch_size: int = 500) -> list[list[str]]:
+def batches_by_domain(unique: pl.DataFrame, batch_size: int = DEFAULTS.batch_size) -> list[list[str]]:
     """Pack the addresses of :func:`dedupe` into batches of at most ``batch_size``.
 
     A domain with ``n`` addresses lands in exactly ``ceil(n / batch_size)`` batches (so

@@ -8,8 +8,9 @@ else in mailsift pays for it. Its analytics are turned off before the import
 context is ephemeral (in-memory stores), and nothing is written to disk unless data docs
 are asked for with ``docs_dir``.
 
-The suite, one expectation per rule (the stable name is what reports, artifacts, the
-``quality_runs`` table and CI logs show):
+The suite, one expectation per rule, each declared once in :data:`RULES` (name, GX
+expectation, arguments, offending-row mask, note); the stable name is what reports,
+artifacts, the ``quality_runs`` table and CI logs show:
 
 ==================================  =================================================
 name                                rule
@@ -64,9 +65,12 @@ import pandas as pd
 
 from mailsift.errors import ConfigError, WarehouseError
 from mailsift.result import REASONS, SCORE_BANDS, STATUSES
+from pipeline.settings import DEFAULTS
 
 __all__ = [
     "EXPECTATION_NAMES",
+    "RULES",
+    "Rule",
     "REQUIRED_COLUMNS",
     "ExpectationResult",
     "GateConfig",
@@ -75,22 +79,6 @@ __all__ = [
     "render_table",
     "run_gate",
 ]
-
-#: The stable names of the suite's expectations, in the order they are reported.
-EXPECTATION_NAMES: tuple[str, ...] = (
-    "email_not_null",
-    "email_unique",
-    "status_in_set",
-    "score_in_range",
-    "score_in_status_band",
-    "reason_in_set",
-    "verified_at_not_null",
-    "verified_at_not_future",
-    "verified_at_within_max_age",
-    "syntax_invalid_implies_invalid",
-    "disposable_implies_not_valid",
-    "unknown_share_within_threshold",
-)
 
 #: Columns the gate reads; the others of the contract may be present and are ignored.
 REQUIRED_COLUMNS: tuple[str, ...] = (
@@ -102,22 +90,6 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "disposable",
     "verified_at",
 )
-
-#: GX expectation type of each rule (what data docs and the artifact show).
-_EXPECTATION_TYPES: dict[str, str] = {
-    "email_not_null": "expect_column_values_to_not_be_null",
-    "email_unique": "expect_column_values_to_be_unique",
-    "status_in_set": "expect_column_values_to_be_in_set",
-    "score_in_range": "expect_column_values_to_be_between",
-    "score_in_status_band": "expect_column_values_to_be_in_set",
-    "reason_in_set": "expect_column_values_to_be_in_set",
-    "verified_at_not_null": "expect_column_values_to_not_be_null",
-    "verified_at_not_future": "expect_column_values_to_be_between",
-    "verified_at_within_max_age": "expect_column_values_to_be_between",
-    "syntax_invalid_implies_invalid": "expect_column_values_to_be_in_set",
-    "disposable_implies_not_valid": "expect_column_values_to_not_be_in_set",
-    "unknown_share_within_threshold": "expect_column_values_to_not_be_in_set",
-}
 
 #: Stand-ins for nulls in string / score columns, so GX counts a null as unexpected.
 _NULL_TEXT = "<null>"
@@ -141,8 +113,8 @@ class GateConfig:
     between the machine that verified (e.g. a verification API) and this one.
     """
 
-    max_unknown_share: float = 0.2
-    max_age_days: int | None = 30
+    max_unknown_share: float = DEFAULTS.max_unknown_share
+    max_age_days: int | None = DEFAULTS.max_age_days
     now: datetime | None = None
     future_tolerance: timedelta = timedelta(minutes=5)
 
@@ -367,12 +339,12 @@ def _empty_report(config: GateConfig, now: datetime) -> GateReport:
     names = [
         n
         for n in EXPECTATION_NAMES
-        if n != "verified_at_within_max_age" or config.max_age_days is not None
+        if not RULE_BY_NAME[n].needs_max_age or config.max_age_days is not None
     ]
     results = tuple(
         ExpectationResult(
             name=name,
-            expectation=_EXPECTATION_TYPES[name],
+            expectation=RULE_BY_NAME[name].expectation,
             success=True,
             element_count=0,
             unexpected_count=0,
@@ -437,7 +409,7 @@ class _GateData:
         names = tuple(
             n
             for n in EXPECTATION_NAMES
-            if n != "verified_at_within_max_age" or config.max_age_days is not None
+            if not RULE_BY_NAME[n].needs_max_age or config.max_age_days is not None
         )
         return cls(
             source=source,
@@ -453,39 +425,6 @@ class _GateData:
             unknown_share=n_unknown / len(source),
             n_unknown=n_unknown,
         )
-
-    # Offending-row masks, computed with pandas for a failed expectation only.
-    def mask(self, name: str) -> np.ndarray:
-        f = self.gx_frame
-        if name == "email_not_null":
-            return f["email"].isna().to_numpy(dtype=bool)
-        if name == "email_unique":
-            return (f["email"].duplicated(keep=False) & f["email"].notna()).to_numpy(dtype=bool)
-        if name == "status_in_set":
-            return (~f["status"].isin(STATUSES)).to_numpy(dtype=bool)
-        if name == "score_in_range":
-            return (~f["score"].between(0.0, 1.0)).to_numpy(dtype=bool)
-        if name == "score_in_status_band":
-            return ~f[_BAND_COLUMN].to_numpy(dtype=bool)
-        if name == "reason_in_set":
-            return (~f["reason"].isin(tuple(REASONS))).to_numpy(dtype=bool)
-        if name == "verified_at_not_null":
-            return f["verified_at"].isna().to_numpy(dtype=bool)
-        if name == "verified_at_not_future":
-            return (f["verified_at"] > self.not_future_max).fillna(False).to_numpy(dtype=bool)
-        if name == "verified_at_within_max_age":
-            return (f["verified_at"] < self.max_age_min).fillna(False).to_numpy(dtype=bool)
-        if name == "syntax_invalid_implies_invalid":
-            syntax_false = f["syntax_valid"].eq(False).fillna(False)
-            wrong = f["status"].isin(STATUSES) & f["status"].ne("invalid")
-            return (syntax_false & wrong).to_numpy(dtype=bool)
-        if name == "disposable_implies_not_valid":
-            disposable = f["disposable"].eq(True).fillna(False)
-            return (disposable & f["status"].eq("valid")).to_numpy(dtype=bool)
-        if name == "unknown_share_within_threshold":
-            return f["status"].eq("unknown").to_numpy(dtype=bool)
-        raise KeyError(name)
-
 
 def _text_column(series: pd.Series) -> pd.Series:
     """Strings with nulls replaced by :data:`_NULL_TEXT` (GX skips nulls in set checks)."""
@@ -535,107 +474,17 @@ def _import_gx() -> Any:
 
 
 def _suite_expectations(data: _GateData, config: GateConfig) -> dict[str, Any]:
-    """name -> GX expectation, each carrying its mailsift name in ``meta`` and a note."""
+    """name -> GX expectation (from :data:`RULES`), each carrying its mailsift name in
+    ``meta`` and its note."""
     import great_expectations.expectations as gxe
-    from great_expectations.expectations.row_conditions import Column
 
-    def make(name: str, cls: Any, **kwargs: Any) -> Any:
-        return cls(meta={"mailsift_name": name}, notes=_NOTES[name], **kwargs)
-
-    specs: list[tuple[str, Any, dict[str, Any]]] = [
-        ("email_not_null", gxe.ExpectColumnValuesToNotBeNull, {"column": "email"}),
-        ("email_unique", gxe.ExpectColumnValuesToBeUnique, {"column": "email"}),
-        (
-            "status_in_set",
-            gxe.ExpectColumnValuesToBeInSet,
-            {"column": "status", "value_set": list(STATUSES)},
-        ),
-        (
-            "score_in_range",
-            gxe.ExpectColumnValuesToBeBetween,
-            {"column": "score", "min_value": 0.0, "max_value": 1.0},
-        ),
-        (
-            "score_in_status_band",
-            gxe.ExpectColumnValuesToBeInSet,
-            {"column": _BAND_COLUMN, "value_set": [True]},
-        ),
-        (
-            "reason_in_set",
-            gxe.ExpectColumnValuesToBeInSet,
-            {"column": "reason", "value_set": sorted(REASONS)},
-        ),
-        ("verified_at_not_null", gxe.ExpectColumnValuesToNotBeNull, {"column": "verified_at"}),
-        (
-            "verified_at_not_future",
-            gxe.ExpectColumnValuesToBeBetween,
-            {"column": "verified_at", "max_value": data.not_future_max},
-        ),
-        (
-            "syntax_invalid_implies_invalid",
-            gxe.ExpectColumnValuesToBeInSet,
-            {
-                "column": "status",
-                "value_set": ["invalid"],
-                # Rows with a status outside the four are status_in_set's to name.
-                "row_condition": (Column("syntax_valid") == False)  # noqa: E712 (GX condition)
-                & Column("status").is_in(STATUSES),
-            },
-        ),
-        (
-            "disposable_implies_not_valid",
-            gxe.ExpectColumnValuesToNotBeInSet,
-            {
-                "column": "status",
-                "value_set": ["valid"],
-                "row_condition": Column("disposable") == True,  # noqa: E712 (GX condition)
-            },
-        ),
-        (
-            "unknown_share_within_threshold",
-            gxe.ExpectColumnValuesToNotBeInSet,
-            {
-                # "status is not unknown for at least 1 - max_unknown_share of the rows".
-                # Rounded so that a share exactly at the limit passes: GX compares
-                # (n - unknown) / n >= mostly, and 1 - 0.059 is 0.9410000000000001.
-                "column": "status",
-                "value_set": ["unknown"],
-                "mostly": round(1.0 - float(config.max_unknown_share), 12),
-            },
-        ),
-    ]
-    if data.max_age_min is not None:
-        specs.append(
-            (
-                "verified_at_within_max_age",
-                gxe.ExpectColumnValuesToBeBetween,
-                {"column": "verified_at", "min_value": data.max_age_min},
-            )
+    return {
+        rule.name: getattr(gxe, rule.gx_class)(
+            meta={"mailsift_name": rule.name}, notes=rule.note, **rule.arguments(data, config)
         )
-    return {name: make(name, cls, **kwargs) for name, cls, kwargs in specs}
-
-
-_NOTES: dict[str, str] = {
-    "email_not_null": "Every result names its address.",
-    "email_unique": "One result per normalized address.",
-    "status_in_set": "Status is valid, invalid, risky or unknown (null counts as <null>).",
-    "score_in_range": "Score is within 0..1 (a null score counts as -1.0).",
-    "score_in_status_band": (
-        "The score sits in its status's band: valid >= 0.7, risky and unknown in "
-        "[0.3, 0.7), invalid < 0.3 (rows with an unknown status or an out-of-range "
-        "score are left to the rules above)."
-    ),
-    "reason_in_set": "The reason is one of mailsift's reason words (null counts as <null>).",
-    "verified_at_not_null": "Every result says when it was checked.",
-    "verified_at_not_future": "No check time lies in the future (beyond a small clock skew).",
-    "verified_at_within_max_age": "No exported result is older than max_age_days.",
-    "syntax_invalid_implies_invalid": "An address with bad syntax is invalid.",
-    "disposable_implies_not_valid": "A disposable address is never valid.",
-    "unknown_share_within_threshold": (
-        "Many unknown results mean our DNS or SMTP path is broken (port 25 blocked, "
-        "resolver down); such output must not go out as if verified."
-    ),
-}
+        for rule in RULES
+        if rule.name in data.names
+    }
 
 
 def _validate(data: _GateData, config: GateConfig, docs_dir: Path | str | None) -> dict[str, Any]:
@@ -736,9 +585,9 @@ def _result(
 
     mask: np.ndarray | None = None
     if not success and error is None:
-        mask = data.mask(name)
+        mask = RULE_BY_NAME[name].mask(data)
         unexpected_count = max(unexpected_count, int(mask.sum()))
-    observed = f"error: {error}" if error is not None else _OBSERVED[name](data, mask)
+    observed = f"error: {error}" if error is not None else RULE_BY_NAME[name].observed(data, mask)
     examples: list[dict[str, str | None]] = []
     if mask is not None:
         positions = np.flatnonzero(mask)
@@ -748,7 +597,7 @@ def _result(
         examples = _examples(data.source, positions)
     return ExpectationResult(
         name=name,
-        expectation=_EXPECTATION_TYPES[name],
+        expectation=RULE_BY_NAME[name].expectation,
         success=success,
         element_count=element_count,
         unexpected_count=unexpected_count,
@@ -811,22 +660,6 @@ def _observed_none(data: _GateData, mask: np.ndarray | None) -> None:
     return None
 
 
-_OBSERVED: dict[str, Callable[[_GateData, np.ndarray | None], str | float | None]] = {
-    "email_not_null": _observed_none,
-    "email_unique": _observed_repeats,
-    "status_in_set": _observed_values("status"),
-    "score_in_range": _observed_values("score"),
-    "score_in_status_band": _observed_bands,
-    "reason_in_set": _observed_values("reason"),
-    "verified_at_not_null": _observed_none,
-    "verified_at_not_future": _observed_newest,
-    "verified_at_within_max_age": _observed_oldest,
-    "syntax_invalid_implies_invalid": _observed_values("status"),
-    "disposable_implies_not_valid": _observed_values("status"),
-    "unknown_share_within_threshold": _observed_share,
-}
-
-
 def _example_value(value: Any) -> str | None:
     if value is None:
         return None
@@ -870,3 +703,178 @@ def _observed_text(observed: str | float | None) -> str:
 
 def _example_text(row: dict[str, str | None]) -> str:
     return "  ".join(f"{key}={row.get(key)}" for key in _EXAMPLE_COLUMNS)
+
+
+# ------------------------------------------------------------------------------ rules
+
+Mask = Callable[[_GateData], np.ndarray]
+Observed = Callable[[_GateData, np.ndarray | None], str | float | None]
+Arguments = Callable[[_GateData, GateConfig], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One expectation of the gate, declared once.
+
+    ``name``: the stable name reports, artifacts, ``quality_runs`` and CI logs show.
+    ``expectation``: the GX expectation type (snake case, as data docs show it).
+    ``arguments``: the GX expectation's keyword arguments for this frame and config.
+    ``mask``: the offending rows, with pandas (computed for a failed rule only, for its
+    count and examples). ``observed``: a short figure for people. ``note``: why the rule
+    exists (GX ``notes``). ``needs_max_age``: only in the suite when max_age_days is set.
+    """
+
+    name: str
+    expectation: str
+    arguments: Arguments
+    mask: Mask
+    observed: Observed
+    note: str
+    needs_max_age: bool = False
+
+    @property
+    def gx_class(self) -> str:
+        """``expect_column_values_to_be_in_set`` -> ``ExpectColumnValuesToBeInSet``."""
+        return "".join(part.capitalize() for part in self.expectation.split("_"))
+
+
+def _column(name: str) -> Any:
+    """GX's row-condition ``Column`` (GX is imported by then: only rule arguments call it)."""
+    from great_expectations.expectations.row_conditions import Column
+
+    return Column(name)
+
+
+def _np(series: pd.Series) -> np.ndarray:
+    return series.to_numpy(dtype=bool)
+
+
+#: The suite, in the order it is reported.
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "email_not_null",
+        "expect_column_values_to_not_be_null",
+        lambda d, c: {"column": "email"},
+        lambda d: _np(d.gx_frame["email"].isna()),
+        _observed_none,
+        "Every result names its address.",
+    ),
+    Rule(
+        "email_unique",
+        "expect_column_values_to_be_unique",
+        lambda d, c: {"column": "email"},
+        lambda d: _np(d.gx_frame["email"].duplicated(keep=False) & d.gx_frame["email"].notna()),
+        _observed_repeats,
+        "One result per normalized address.",
+    ),
+    Rule(
+        "status_in_set",
+        "expect_column_values_to_be_in_set",
+        lambda d, c: {"column": "status", "value_set": list(STATUSES)},
+        lambda d: _np(~d.gx_frame["status"].isin(STATUSES)),
+        _observed_values("status"),
+        "Status is valid, invalid, risky or unknown (null counts as <null>).",
+    ),
+    Rule(
+        "score_in_range",
+        "expect_column_values_to_be_between",
+        lambda d, c: {"column": "score", "min_value": 0.0, "max_value": 1.0},
+        lambda d: _np(~d.gx_frame["score"].between(0.0, 1.0)),
+        _observed_values("score"),
+        "Score is within 0..1 (a null score counts as -1.0).",
+    ),
+    Rule(
+        "score_in_status_band",
+        "expect_column_values_to_be_in_set",
+        lambda d, c: {"column": _BAND_COLUMN, "value_set": [True]},
+        lambda d: ~d.gx_frame[_BAND_COLUMN].to_numpy(dtype=bool),
+        _observed_bands,
+        "The score sits in its status's band: valid >= 0.7, risky and unknown in "
+        "[0.3, 0.7), invalid < 0.3 (rows with an unknown status or an out-of-range "
+        "score are left to the rules above).",
+    ),
+    Rule(
+        "reason_in_set",
+        "expect_column_values_to_be_in_set",
+        lambda d, c: {"column": "reason", "value_set": sorted(REASONS)},
+        lambda d: _np(~d.gx_frame["reason"].isin(tuple(REASONS))),
+        _observed_values("reason"),
+        "The reason is one of mailsift's reason words (null counts as <null>).",
+    ),
+    Rule(
+        "verified_at_not_null",
+        "expect_column_values_to_not_be_null",
+        lambda d, c: {"column": "verified_at"},
+        lambda d: _np(d.gx_frame["verified_at"].isna()),
+        _observed_none,
+        "Every result says when it was checked.",
+    ),
+    Rule(
+        "verified_at_not_future",
+        "expect_column_values_to_be_between",
+        lambda d, c: {"column": "verified_at", "max_value": d.not_future_max},
+        lambda d: _np((d.gx_frame["verified_at"] > d.not_future_max).fillna(False)),
+        _observed_newest,
+        "No check time lies in the future (beyond a small clock skew).",
+    ),
+    Rule(
+        "verified_at_within_max_age",
+        "expect_column_values_to_be_between",
+        lambda d, c: {"column": "verified_at", "min_value": d.max_age_min},
+        lambda d: _np((d.gx_frame["verified_at"] < d.max_age_min).fillna(False)),
+        _observed_oldest,
+        "No exported result is older than max_age_days.",
+        needs_max_age=True,
+    ),
+    Rule(
+        "syntax_invalid_implies_invalid",
+        "expect_column_values_to_be_in_set",
+        lambda d, c: {
+            "column": "status",
+            "value_set": ["invalid"],
+            # Rows with a status outside the four are status_in_set's to name.
+            "row_condition": (_column("syntax_valid") == False)  # noqa: E712 (GX condition)
+            & _column("status").is_in(STATUSES),
+        },
+        lambda d: _np(
+            d.gx_frame["syntax_valid"].eq(False).fillna(False)
+            & d.gx_frame["status"].isin(STATUSES)
+            & d.gx_frame["status"].ne("invalid")
+        ),
+        _observed_values("status"),
+        "An address with bad syntax is invalid.",
+    ),
+    Rule(
+        "disposable_implies_not_valid",
+        "expect_column_values_to_not_be_in_set",
+        lambda d, c: {
+            "column": "status",
+            "value_set": ["valid"],
+            "row_condition": _column("disposable") == True,  # noqa: E712 (GX condition)
+        },
+        lambda d: _np(d.gx_frame["disposable"].eq(True).fillna(False) & d.gx_frame["status"].eq("valid")),
+        _observed_values("status"),
+        "A disposable address is never valid.",
+    ),
+    Rule(
+        "unknown_share_within_threshold",
+        "expect_column_values_to_not_be_in_set",
+        # "status is not unknown for at least 1 - max_unknown_share of the rows". Rounded
+        # so that a share exactly at the limit passes: GX compares (n - unknown) / n >=
+        # mostly, and 1 - 0.059 is 0.9410000000000001.
+        lambda d, c: {
+            "column": "status",
+            "value_set": ["unknown"],
+            "mostly": round(1.0 - float(c.max_unknown_share), 12),
+        },
+        lambda d: _np(d.gx_frame["status"].eq("unknown")),
+        _observed_share,
+        "Many unknown results mean our DNS or SMTP path is broken (port 25 blocked, "
+        "resolver down); such output must not go out as if verified.",
+    ),
+)
+
+RULE_BY_NAME: dict[str, Rule] = {rule.name: rule for rule in RULES}
+
+#: The stable names of the suite's expectations, in the order they are reported.
+EXPECTATION_NAMES: tuple[str, ...] = tuple(rule.name for rule in RULES)

@@ -12,6 +12,7 @@ import polars as pl
 
 from mailsift import webhooks
 from mailsift.errors import ConfigError
+from pipeline.settings import DEFAULTS
 from warehouse import Warehouse
 from warehouse.frames import results_from_frame
 from warehouse.redaction import REDACTED
@@ -46,7 +47,7 @@ def push_results(
     secret_env: str,
     results: pl.DataFrame,
     schedule_seconds: Sequence[float],
-    batch_size: int = 500,
+    batch_size: int = DEFAULTS.batch_size,
 ) -> dict[str, Any]:
     """POST ``results`` in signed batches; returns delivered/failed counts."""
     secret = webhooks.secret_from_env(secret_env)

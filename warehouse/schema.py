@@ -34,6 +34,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateTable, SetColumnComment, SetTableComment
 
 from mailsift.result import CHECK_NAMES
+from pipeline.settings import DEFAULTS
 
 __all__ = [
     "CHECK_COLUMNS",
@@ -262,21 +263,23 @@ def newest_verifications_sql(
 VIEWS: dict[str, str] = {
     # One row per email: its newest verification.
     "latest_verifications": newest_verifications_sql(),
-    # One row per contact whose newest verification is older than 30 days, and per
-    # contact never verified at all (last_verified_at and last_status NULL): both need
-    # a check. now() is the start of the querying transaction.
-    "stale_contacts": """
+    # One row per contact whose newest verification is older than the default
+    # max_age_days (30), and per contact never verified at all (last_verified_at and
+    # last_status NULL): both need a check. now() is the start of the querying
+    # transaction. The age is fixed when the view is created (a migration).
+    "stale_contacts": f"""
         SELECT c.email, c.domain, l.verified_at AS last_verified_at, l.status AS last_status
         FROM contacts AS c
         LEFT JOIN latest_verifications AS l ON l.email = c.email
-        WHERE l.verified_at IS NULL OR l.verified_at <= now() - INTERVAL 30 DAY
+        WHERE l.verified_at IS NULL
+           OR l.verified_at <= now() - INTERVAL {int(DEFAULTS.max_age_days)} DAY
     """,
 }
 
 _VIEW_COMMENTS: dict[str, str] = {
     "latest_verifications": "One row per email: its newest verification.",
     "stale_contacts": (
-        "One row per contact whose newest verification is older than 30 days "
+        f"One row per contact whose newest verification is older than {DEFAULTS.max_age_days} days "
         "or which was never verified (last_verified_at NULL)."
     ),
 }

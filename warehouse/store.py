@@ -38,6 +38,7 @@ import duckdb
 import polars as pl
 
 from mailsift.errors import WarehouseError
+from pipeline.settings import DEFAULTS
 
 from .frames import (
     HISTORY_COLUMNS,
@@ -416,8 +417,8 @@ class Warehouse:
         self,
         emails: Sequence[str] | pl.Series,
         *,
-        max_age_days: float = 30,
-        retry_unknown_after_minutes: float = 30,
+        max_age_days: float = DEFAULTS.max_age_days,
+        retry_unknown_after_minutes: float = DEFAULTS.retry_unknown_after_minutes,
         now: datetime | str | None = None,
     ) -> pl.DataFrame:
         """The newest verification of each of ``emails`` that is still fresh.
@@ -458,7 +459,7 @@ class Warehouse:
     def stale_emails(
         self,
         *,
-        max_age_days: float = 30,
+        max_age_days: float = DEFAULTS.max_age_days,
         limit: int | None = None,
         now: datetime | str | None = None,
         include_never_verified: bool = False,

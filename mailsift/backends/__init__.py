@@ -16,15 +16,15 @@ Chosen with ``MAILSIFT_BACKEND`` / ``--backend`` (``Settings.backend``).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, get_args, runtime_checkable
 
 from mailsift.errors import ConfigError
 from mailsift.result import VerificationResult
-from mailsift.settings import Settings
+from mailsift.settings import BackendName, Settings
 
-__all__ = ["BACKEND_NAMES", "Backend", "get_backend"]
+__all__ = ["BACKEND_NAMES", "Backend", "BackendName", "get_backend"]
 
-BACKEND_NAMES: tuple[str, ...] = ("local", "api", "sandbox")
+BACKEND_NAMES: tuple[str, ...] = get_args(BackendName)
 
 
 @runtime_checkable

@@ -1,0 +1,329 @@
+"""The pipeline's commands: ``run``, ``reverify``, ``gate``, ``demo``, ``webhooks retry``,
+and the HTTP service's ``serve`` and ``keys`` (from :mod:`service.cli`).
+
+Mounted on the ``mailsift`` command by :class:`mailsift.cli.MailsiftGroup` (which imports
+this module only when a pipeline command runs or the command list is shown). Importing it
+costs typer and pydantic only: Prefect, polars, DuckDB and Great Expectations are imported
+inside the commands that use them. Defaults come from :data:`pipeline.settings.DEFAULTS`.
+
+Exit codes: 0 success, 1 the quality gate failed, 2 bad input or usage (one readable line,
+no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from mailsift.cli import (
+    EXIT_GATE_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    BackendOpt,
+    fail,
+    settings_from_flags,
+)
+from pipeline.settings import DEFAULTS
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="The pipeline: CRM exports in, verified and gated CSVs out, every check kept in DuckDB.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+webhooks_app = typer.Typer(help="Webhook deliveries of run results.", no_args_is_help=True)
+app.add_typer(webhooks_app, name="webhooks")
+
+
+def _mount_service() -> None:
+    """``serve`` and ``keys`` live in the service package (typer only at import)."""
+    from service.cli import keys_app, serve
+
+    app.command("serve")(serve)
+    app.add_typer(keys_app, name="keys")
+
+
+_mount_service()
+
+DbOpt = Annotated[Optional[Path], typer.Option("--db", help="DuckDB warehouse [env MAILSIFT_DB, default ./mailsift.duckdb].")]
+WebhookUrlOpt = Annotated[Optional[str], typer.Option("--webhook-url", help="POST the results here, signed.")]
+WebhookSecretOpt = Annotated[
+    Optional[str], typer.Option("--webhook-secret-env", help="Name of the env var holding the webhook secret.")
+]
+
+
+def _pipeline_env() -> None:
+    """Quiet, local-friendly defaults for Prefect and GX, unless the user set them."""
+    import os
+
+    for key, value in {
+        "DO_NOT_TRACK": "1",
+        "GX_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    }.items():
+        os.environ.setdefault(key, value)
+
+
+def _check_webhook(url: str | None, secret_env: str | None) -> None:
+    import os
+
+    if url and not secret_env:
+        raise fail("--webhook-url needs --webhook-secret-env NAME (the env var holding the secret)")
+    if secret_env and not os.environ.get(secret_env):
+        raise fail(f"environment variable {secret_env} (webhook secret) is not set")
+
+
+def _finish(state: Any) -> None:
+    """Exit with the run's outcome: 0 completed, 1 gate failed, 2 bad input/usage."""
+    from mailsift.errors import (
+        BackendAuthError,
+        ConfigError,
+        InputError,
+        QualityGateFailed,
+        WarehouseError,
+    )
+
+    if state.is_completed():
+        summary = state.result()
+        _print_summary(summary)
+        raise typer.Exit(EXIT_OK)
+    error = state.result(raise_on_failure=False)
+    message = str(error) if isinstance(error, BaseException) else (state.message or "run failed")
+    if isinstance(error, QualityGateFailed):
+        raise fail(message + " -- nothing was exported", EXIT_GATE_FAILED)
+    if isinstance(error, (InputError, ConfigError, WarehouseError, BackendAuthError)):
+        raise fail(message, EXIT_USAGE)
+    raise fail(f"run failed: {message}", EXIT_GATE_FAILED)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=False)
+    table = Table(title=f"mailsift {summary.get('flow', '')}", show_header=False)
+    for key in ("source_rows", "rows_without_email", "unique_addresses", "from_warehouse",
+                "verified_now", "gate"):
+        if key in summary:
+            table.add_row(key.replace("_", " "), str(summary[key]))
+    if summary.get("unknown_share") is not None:
+        table.add_row("unknown share", f"{100 * summary['unknown_share']:.1f}%")
+    for status in ("valid", "risky", "invalid", "unknown"):
+        table.add_row(f"  {status}", str(summary.get("by_status", {}).get(status, 0)))
+    console.print(table)
+    reasons = summary.get("by_reason") or {}
+    if reasons:
+        console.print("reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])))
+    for status, path in (summary.get("exports") or {}).items():
+        console.print(f"  {status:>8}: {path}")
+    if summary.get("warning"):
+        console.print(f"[bold red]WARNING:[/] {summary['warning']}")
+
+
+@app.command()
+def run(
+    sources: Annotated[list[str], typer.Argument(help="CRM exports: files, globs or http(s) URLs.")],
+    db: DbOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Directory for the per-status CSVs.")] = Path("mailsift-out"),
+    email_column: Annotated[Optional[str], typer.Option("--email-column", help="The email column's name.")] = None,
+    max_age_days: Annotated[int, typer.Option("--max-age-days", min=0, help="Reuse results younger than this.")] = DEFAULTS.max_age_days,
+    max_unknown_share: Annotated[float, typer.Option("--max-unknown-share", min=0.0, max=1.0)] = DEFAULTS.max_unknown_share,
+    backend: BackendOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=5000)] = DEFAULTS.batch_size,
+    webhook_url: WebhookUrlOpt = None,
+    webhook_secret_env: WebhookSecretOpt = None,
+) -> None:
+    """Verify CRM exports into the warehouse and write one CSV per status (behind the gate)."""
+    _pipeline_env()
+    _check_webhook(webhook_url, webhook_secret_env)
+    settings = settings_from_flags(backend=backend, db=db)
+    _precheck_sources(sources, email_column)
+    from flows.verify_crm_exports import verify_crm_exports
+
+    state = verify_crm_exports(
+        sources=sources,
+        email_column=email_column,
+        max_age_days=max_age_days,
+        out_dir=str(out),
+        db=str(settings.db),
+        max_unknown_share=max_unknown_share,
+        backend=settings.backend,
+        batch_size=batch_size,
+        webhook_url=webhook_url,
+        webhook_secret_env=webhook_secret_env,
+        return_state=True,
+    )
+    _finish(state)
+
+
+def _precheck_sources(sources: list[str], email_column: str | None) -> None:
+    """Read the local sources once before Prefect starts (~1 s per million rows), so a
+    broken file is one line and exit 2 in a second, not after the API server's start-up.
+    URLs are read by the flow only (no double download)."""
+    from mailsift.errors import InputError
+    from tasks.extract import expand_sources, read_sources
+
+    try:
+        local = [s for s in expand_sources(sources) if not s.lower().startswith(("http://", "https://"))]
+        if local:
+            read_sources(local, email_column=email_column)
+    except InputError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def reverify(
+    db: DbOpt = None,
+    older_than_days: Annotated[int, typer.Option("--older-than-days", min=0)] = DEFAULTS.max_age_days,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most this many, oldest first.")] = None,
+    max_unknown_share: Annotated[float, typer.Option("--max-unknown-share", min=0.0, max=1.0)] = DEFAULTS.max_unknown_share,
+    backend: BackendOpt = None,
+    webhook_url: WebhookUrlOpt = None,
+    webhook_secret_env: WebhookSecretOpt = None,
+) -> None:
+    """Re-verify every address whose newest check is older than --older-than-days."""
+    _pipeline_env()
+    _check_webhook(webhook_url, webhook_secret_env)
+    settings = settings_from_flags(backend=backend, db=db)
+    _require_warehouse(settings.db)
+    from flows.reverify_stale import reverify_stale
+
+    state = reverify_stale(
+        max_age_days=older_than_days,
+        limit=limit,
+        db=str(settings.db),
+        max_unknown_share=max_unknown_share,
+        backend=settings.backend,
+        webhook_url=webhook_url,
+        webhook_secret_env=webhook_secret_env,
+        return_state=True,
+    )
+    _finish(state)
+
+
+def _require_warehouse(path: Path) -> None:
+    from mailsift.errors import WarehouseError
+    from warehouse import Warehouse
+
+    try:
+        Warehouse.open(path, create=False, read_only=True).close()
+    except WarehouseError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def gate(
+    db: DbOpt = None,
+    max_unknown_share: Annotated[float, typer.Option("--max-unknown-share", min=0.0, max=1.0)] = DEFAULTS.max_unknown_share,
+    max_age_days: Annotated[Optional[int], typer.Option("--max-age-days", min=0, help="Fail on results older than this (default: not checked).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    docs: Annotated[Optional[Path], typer.Option("--docs", help="Also build GX data docs into this directory.")] = None,
+) -> None:
+    """The CI step: validate latest_verifications. Exit 0 pass, 1 fail, 2 cannot run."""
+    _pipeline_env()
+    from mailsift.errors import WarehouseError
+    from warehouse import Warehouse
+
+    settings = settings_from_flags(db=db)
+    try:
+        with Warehouse.open(settings.db, create=False, read_only=True) as wh:
+            frame = wh.latest_pandas()
+    except WarehouseError as exc:
+        raise fail(str(exc)) from None
+    from tasks.quality import GateConfig, render_table, run_gate
+
+    report = run_gate(frame, GateConfig(max_unknown_share=max_unknown_share, max_age_days=max_age_days), docs_dir=docs)
+    try:
+        with Warehouse.open(settings.db, create=False) as wh:
+            wh.record_quality_run(
+                run_id=None, scope="warehouse", checked_at=report.checked_at, is_passed=report.is_passed,
+                n_rows=report.n_rows, unknown_share=report.unknown_share,
+                max_unknown_share=max_unknown_share,
+                failed_expectations=[r.name for r in report.failed], details=report.to_dict(),
+            )
+    except WarehouseError as exc:  # e.g. a read-only CI checkout: still report the verdict
+        typer.echo(f"mailsift: could not record the gate run: {exc}", err=True)
+    typer.echo(json.dumps(report.to_dict(), default=str) if as_json else render_table(report))
+    raise typer.Exit(EXIT_OK if report.is_passed else EXIT_GATE_FAILED)
+
+
+DEMO_SQL = """\
+Try next (duckdb {db}, or python -c "import duckdb; print(duckdb.sql('...'))"):
+
+  -- counts by status and reason
+  SELECT status, reason, count(*) AS n FROM latest_verifications GROUP BY ALL ORDER BY n DESC;
+
+  -- the risky addresses of one source file
+  SELECT v.email, v.reason, v.score FROM latest_verifications v
+  JOIN contact_sources s USING (email)
+  WHERE s.source LIKE '%crm_export.csv' AND v.status = 'risky';
+
+  -- run it again: every address comes from the warehouse, no SMTP connection is made
+  mailsift demo
+"""
+
+
+def _find_example() -> Path:
+    here = Path(__file__).resolve().parents[1] / "examples" / "crm_export.csv"
+    for candidate in (Path("examples/crm_export.csv"), here):
+        if candidate.is_file():
+            return candidate
+    raise fail("examples/crm_export.csv not found: run mailsift demo from the repository root")
+
+
+@app.command()
+def demo(
+    db: Annotated[Path, typer.Option("--db")] = Path("mailsift-demo.duckdb"),
+    out: Annotated[Path, typer.Option("--out")] = Path("demo-output"),
+    source: Annotated[Optional[Path], typer.Option("--source", help="Another export whose domains live in the demo world.")] = None,
+) -> None:
+    """Run the real pipeline on examples/crm_export.csv against a simulated internet.
+
+    Port 25 is closed on most laptops and clouds, so the demo starts mailsift.testing's DNS
+    and SMTP servers in-process (every verdict path is there) and leaves the warehouse and
+    the exports for you to query."""
+    import os
+
+    _pipeline_env()
+    from mailsift.testing.demo import DEMO_DOMAINS, populate_demo_world
+    from mailsift.testing.world import World
+
+    example = source or _find_example()
+    with World() as world:
+        populate_demo_world(world)
+        os.environ.update(world.env())
+        typer.echo(f"mailsift demo: a simulated internet is up (DNS {world.dns.nameserver}, "
+                   f"{len(world.smtp.servers)} SMTP servers on port {world.smtp.port}) "
+                   f"with {len(DEMO_DOMAINS)} domains; verifying {example} ...")
+        from flows.verify_crm_exports import verify_crm_exports
+
+        state = verify_crm_exports(sources=[str(example)], out_dir=str(out), db=str(db), return_state=True)
+        if state.is_completed():
+            _print_summary(state.result())
+            typer.echo("\n" + DEMO_SQL.format(db=db))
+            raise typer.Exit(EXIT_OK)
+        _finish(state)
+
+
+@webhooks_app.command("retry")
+def webhooks_retry(
+    webhook_secret_env: Annotated[str, typer.Option("--webhook-secret-env", help="Env var holding the secret.")],
+    db: DbOpt = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Only this run's deliveries.")] = None,
+    url: Annotated[Optional[str], typer.Option("--url", help="Send to this URL instead of the recorded one.")] = None,
+) -> None:
+    """Re-send every webhook delivery whose last attempt failed."""
+    _check_webhook(url, webhook_secret_env)
+    settings = settings_from_flags(db=db)
+    _require_warehouse(settings.db)
+    from tasks.webhooks import retry_failed
+
+    sent, still_failed = retry_failed(settings.db, webhook_secret_env, run_id=run_id, url=url)
+    typer.echo(f"re-sent {sent} deliveries; {still_failed} still failing")
+    raise typer.Exit(EXIT_OK if still_failed == 0 else EXIT_GATE_FAILED)

@@ -1,0 +1,50 @@
+"""The pipeline's defaults, written once.
+
+Every layer reads its default from :data:`DEFAULTS` instead of repeating the figure: the
+``mailsift run``/``reverify``/``gate`` options, both flows' parameters, the quality gate
+(:class:`tasks.quality.GateConfig`), the warehouse's ``stale_contacts`` view and the
+deployments. Import cost: pydantic only (no Prefect, polars or DuckDB).
+
+A default is not a limit: each run still takes its own value (a flag, a flow parameter).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["DEFAULTS", "PipelineDefaults"]
+
+
+class PipelineDefaults(BaseModel):
+    """What a run uses when nobody says otherwise."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_age_days: int = Field(
+        30,
+        ge=0,
+        description=(
+            "A result younger than this is reused instead of verified again; the daily "
+            "re-verification re-checks what is older; the gate of a run refuses older results."
+        ),
+    )
+    retry_unknown_after_minutes: int = Field(
+        30, ge=0, description="An 'unknown' result older than this is checked again by the next run."
+    )
+    max_unknown_share: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="The quality gate's largest share of 'unknown' results that may go out.",
+    )
+    batch_size: int = Field(500, ge=1, le=5000, description="Addresses per mapped verification task.")
+    webhook_retry_minutes: tuple[float, ...] = Field(
+        (1, 2, 4, 8, 16),
+        min_length=1,
+        description="Webhook delivery schedule, in minutes (see mailsift.webhooks.deliver).",
+    )
+    reverify_cron: str = Field("0 3 * * *", description="When the daily re-verification runs (UTC).")
+
+
+#: The defaults every layer of the pipeline reads.
+DEFAULTS = PipelineDefaults()
