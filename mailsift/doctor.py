@@ -343,10 +343,14 @@ async def _check_resolver(dnsq: _Dns, tlds: Sequence[str]) -> _ResolverVerdict:
     made_up_parent = tlds[0] if tlds else None
     label = f"mailsift-doctor-{secrets.token_hex(6)}"
     made_up = f"{label}.{made_up_parent}." if made_up_parent else f"{label}."
-    answers = await asyncio.gather(
-        *(dnsq.ask(name, "SOA") for name in musts), dnsq.ask(made_up, "A")
+    answers, health = await asyncio.gather(
+        asyncio.gather(*(dnsq.ask(name, "SOA") for name in musts), dnsq.ask(made_up, "A")),
+        asyncio.gather(*(dnsq.engine.resolver_health(z) for z in ["."] + list(tlds))),
     )
     must_answers, fake = answers[:-1], answers[-1]
+    # The verifier's own check (mailsift.dns): when it distrusts the resolver, every
+    # negative answer of a run becomes 'unknown', so the doctor must not say PASS.
+    engine_problem = next((h.problem or "failed" for h in health if not h.ok), None)
     latencies = [a.ms for a in answers if a.outcome not in ("timeout",)]
     median = statistics.median(latencies) if latencies else None
     details: dict[str, Any] = {
@@ -355,6 +359,7 @@ async def _check_resolver(dnsq: _Dns, tlds: Sequence[str]) -> _ResolverVerdict:
         | {made_up: fake.outcome},
         "latency_ms": median,
         "latency_max_ms": max(latencies) if latencies else None,
+        "verifier_check": engine_problem or "ok",
     }
     shown_musts = "the root" + (" and " + ", ".join(f"'{t}'" for t in tlds) if tlds else "")
     outcomes = {a.outcome for a in answers}
@@ -398,6 +403,12 @@ async def _check_resolver(dnsq: _Dns, tlds: Sequence[str]) -> _ResolverVerdict:
             "NXDOMAIN rewriting, a wildcard or a captive portal; it hides non-existent domains",
             "use a resolver that returns NXDOMAIN (MAILSIFT_DNS_NAMESERVERS=<a local unbound>), "
             "or log in to the network's portal",
+        )
+    if engine_problem is not None:
+        return fail(
+            f"{dnsq.description} fails the verifier's resolver check: {engine_problem}",
+            "use another resolver (MAILSIFT_DNS_NAMESERVERS); until then negative answers "
+            "(no such domain, no MX) come back 'unknown'",
         )
     if fake.outcome != "nxdomain":
         return _ResolverVerdict(
