@@ -1,6 +1,6 @@
 """Run the benchmarks, one after another, each in its own interpreter.
 
-    .venv/bin/python -m benchmarks                   # all: engine pipeline normalize gate warehouse
+    .venv/bin/python -m benchmarks                   # all: engine pipeline normalize gate warehouse replies
     .venv/bin/python -m benchmarks --quick           # smaller sizes (a few minutes in all)
     .venv/bin/python -m benchmarks engine            # one (or several) by name
     .venv/bin/python -m benchmarks engine -- --naive-sample 2000   # extra flags for the script(s)
@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "normalize": ("normalize + dedupe + batching of 1M messy CRM rows", ["--rows", "100000"]),
     "gate": ("the Great Expectations quality gate over 1M results", ["--rows", "100000", "--repeat", "1"]),
     "warehouse": ("DuckDB loads and freshness look-ups at 1M rows", ["--rows", "100000", "--objects", "10000"]),
+    "replies": ("classify_reply over 100,000 real SMTP replies (tests/data/smtp_replies.csv)", ["--calls", "20000"]),
 }
 
 

@@ -19,7 +19,7 @@ import pytest
 from mailsift import Verifier
 from mailsift.result import REASONS
 from mailsift.smtp import classify_reply
-from mailsift.smtp.replies import fold, phrases, sanitize_message
+from mailsift.smtp.replies import fold, phrase_rules, phrases, plain_pattern, sanitize_message
 from mailsift.testing.world import World
 
 TABLE = Path(__file__).parent / "data" / "smtp_replies.csv"
@@ -143,6 +143,31 @@ def test_every_mailbox_not_found_is_invalid():
 )
 def test_classify_reply_rules(code: int, text: str, kind: str):
     assert classify_reply(code, text, "rcpt") == kind
+
+
+def test_fast_patterns_match_exactly_what_the_plain_rules_match():
+    # The compiled patterns are rearranged for speed; they must accept the same texts.
+    texts = [fold(r.text) for r in ROWS] + [
+        fold(t)
+        for t in (
+            "xspf pass",
+            "spf fail",
+            "spamming",
+            "an email account is locked",
+            "account",
+            "IP=1.2.3.4",
+            "?ip=1.2.3.4",
+            "mailbox foo unknown",
+            "user (x) unknown",
+            "Empfänger existiert nicht",
+            "casella piena",
+            "",
+            "\n",
+        )
+    ]
+    for name, rules in phrase_rules().items():
+        fast, plain = getattr(phrases(), name), plain_pattern(rules)
+        assert [bool(fast.search(t)) for t in texts] == [bool(plain.search(t)) for t in texts], name
 
 
 def test_phrase_data_is_folded_like_the_text():
