@@ -66,7 +66,13 @@ class Service:
         shared = SharedWarehouse(db, state)
         keys = KeyRing(shared.keys, serve.keys_refresh_seconds)
         lookups = Lookups(engine_settings, serve, shared, state)
-        return cls(engine_settings, serve, db, state, shared, keys, lookups)
+        service = cls(engine_settings, serve, db, state, shared, keys, lookups)
+        from service.jobs import Jobs
+        from service.outbox import Outbox
+
+        service.outbox = Outbox(state, serve)
+        service.jobs = Jobs(state, serve, lookups, service.outbox, serve.state_path(db) / "jobs")
+        return service
 
     async def flush_forever(self) -> None:
         while True:

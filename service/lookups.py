@@ -193,6 +193,15 @@ class Lookups:
         future.add_done_callback(landed)
         return future
 
+    async def verify_batch(self, emails: list[str]) -> list[VerificationResult]:
+        """Fresh results for a batch (one per address, input order) on the engine loop."""
+        engine = self.engine
+
+        async def collect() -> list[VerificationResult]:
+            return [r async for r in engine.verify_many(emails)]
+
+        return await asyncio.wrap_future(run_on_engine_loop(collect()))
+
     async def drain(self, timeout: float) -> None:
         """Wait for background checks (at shutdown), at most ``timeout`` seconds."""
         if self._background:

@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS job_results (
     status TEXT NOT NULL, PRIMARY KEY (job_id, idx)
 );
 CREATE TABLE IF NOT EXISTS outbox (
-    delivery_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, url TEXT NOT NULL,
+    delivery_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, idx INTEGER NOT NULL, url TEXT NOT NULL,
     body BLOB NOT NULL, signature TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     next_at REAL NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
     last_status INTEGER, last_error TEXT, created_at REAL NOT NULL, delivered_at REAL
@@ -200,15 +200,16 @@ class ServiceState:
                         (job_id, idx, json.dumps(result, default=str), int(cached), result["status"]),
                     )
                     added += 1
-                self._con.executemany(
-                    "INSERT OR IGNORE INTO outbox (delivery_id, job_id, url, body, signature, "
-                    "next_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        (did, job_id, url, body, sig, now, now)
-                        for (did, url, body, sig), (idx, _r, _c) in zip(deliveries, results, strict=True)
-                        if idx in fresh_idx
-                    ),
-                )
+                if deliveries:
+                    self._con.executemany(
+                        "INSERT OR IGNORE INTO outbox (delivery_id, job_id, idx, url, body, "
+                        "signature, next_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            (did, job_id, idx, url, body, sig, now, now)
+                            for (did, url, body, sig), (idx, _r, _c) in zip(deliveries, results, strict=True)
+                            if idx in fresh_idx
+                        ),
+                    )
             except BaseException:
                 self._con.execute("ROLLBACK")
                 raise
