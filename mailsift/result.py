@@ -32,6 +32,7 @@ REASONS: dict[str, str] = {
     "nxdomain": "invalid",
     "no_mx": "invalid",
     "null_mx": "invalid",
+    "mx_unroutable": "invalid",  # the MX hosts are loopback/private/...: mail goes nowhere public
     "disposable": "invalid",
     "mailbox_not_found": "invalid",
     "mailbox_disabled": "invalid",

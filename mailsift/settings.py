@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     mail_from: str = Field("verify@mailsift.localhost", description="Envelope sender for probes.")
     smtp_starttls: bool = True
     max_rcpt_per_connection: int = Field(50, gt=0)
+    allow_private_networks: bool = Field(
+        False,
+        description="Let the SMTP probe connect to loopback, private, link-local and other "
+        "non-public addresses that MX/A records point at (off: such domains are "
+        "invalid/mx_unroutable and nothing is connected to).",
+    )
     smtp_reconnect_delay: float = Field(
         1.0,
         ge=0,

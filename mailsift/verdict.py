@@ -5,6 +5,7 @@ Precedence (first match wins), following DESIGN.md "Verdicts, in brief":
 1. syntax (or a special-use domain)                         -> invalid
 2. disposable domain                                        -> invalid
 3. DNS: NXDOMAIN, no MX and no A/AAAA, null MX (RFC 7505)   -> invalid
+   DNS: every MX address non-public (loopback, private...)   -> invalid  (mx_unroutable)
    DNS: SERVFAIL, timeout                                   -> unknown
 4. SMTP: mailbox unknown (5.1.x) or disabled (5.2.1)        -> invalid
    SMTP: accepted on a catch-all domain or an accept-all
@@ -41,6 +42,7 @@ SCORES: dict[str, float] = {
     "special_use": 0.0,
     "nxdomain": 0.02,
     "null_mx": 0.02,
+    "mx_unroutable": 0.03,
     "no_mx": 0.05,
     "disposable": 0.1,
     "mailbox_not_found": 0.05,
@@ -69,6 +71,7 @@ _SMTP_KIND: dict[str, tuple[str, str]] = {
     "rejected": ("unknown", "smtp_rejected"),
     "timeout": ("unknown", "smtp_timeout"),
     "unreachable": ("unknown", "smtp_unreachable"),
+    "unroutable": ("invalid", "mx_unroutable"),
     "error": ("unknown", "smtp_error"),
 }
 
@@ -120,7 +123,9 @@ def decide(ev: Evidence, verified_at: datetime | None = None) -> VerificationRes
     catch_all = True if (ev.accepts_all and takes_mail) else ev.catch_all
     smtp_reachable: bool | None = None
     if rcpt is not None:
-        smtp_reachable = rcpt.kind not in ("timeout", "unreachable", "error", "blocked")
+        smtp_reachable = rcpt.kind not in (
+            "timeout", "unreachable", "unroutable", "error", "blocked"
+        )
     checks = Checks(
         syntax_valid=True,
         domain_exists=(mx.outcome != "nxdomain") if dns_known and mx is not None else None,

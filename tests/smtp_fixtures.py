@@ -57,6 +57,8 @@ class Net:
             "helo_hostname": "probe.mailsift.test",
             "mail_from": "verify@mailsift.test",
             "allow_test_domains": True,
+            "allow_private_networks": True,  # the servers are on loopback
+            "smtp_reconnect_delay": 0.05,
         }
         values.update(overrides)
         return Settings(**values)

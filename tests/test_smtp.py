@@ -452,6 +452,7 @@ def test_farm_serves_hosts_added_before_start_and_swapped_behaviours():
         smtp_port=farm.port,
         smtp_timeout=1.0,
         catch_all_check=False,
+        allow_private_networks=True,
     )
     prober = SmtpProber(settings, DnsResolver(settings))
     with farm:

@@ -11,6 +11,8 @@ __all__ = ["DomainProbe", "HostResolver", "Kind", "ProbeFailure", "RcptOutcome",
 #: ``disabled`` and ``full`` are about the mailbox; the rest are about the way there.
 #: ``rejected`` is a 5xx at RCPT that names neither the mailbox nor the client: not proof
 #: that the mailbox is missing (the session may still prove it, see :mod:`.session`).
+#: ``unroutable``: every MX address is loopback/private/link-local...: the domain's mail
+#: goes nowhere public, and nothing was connected to (see :mod:`mailsift.routing`).
 Kind = Literal[
     "accepted",
     "not_found",
@@ -21,6 +23,7 @@ Kind = Literal[
     "blocked",
     "timeout",
     "unreachable",
+    "unroutable",
     "error",
 ]
 Stage = Literal["banner", "helo", "starttls", "mail", "rcpt"]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 import aiosmtplib
 from aiosmtplib import SMTPResponse
 
+from mailsift.routing import is_ip_text, unroutable_reason
 from mailsift.settings import Settings
 from mailsift.smtp.outcomes import Kind, RcptOutcome
 from mailsift.smtp.replies import classify_reply, is_too_many, sanitize_message
@@ -44,6 +45,7 @@ PIPELINE_DEPTH = 50
 MAX_RECONNECTS = 25
 
 _RANK: dict[str, int] = {
+    "unroutable": 0,  # any other failure (an unresolved host, a timeout) says more
     "unreachable": 1, "timeout": 2, "error": 3, "rejected": 3, "temporary": 4, "blocked": 5
 }
 
@@ -182,12 +184,39 @@ class DomainRun:
                     return None
                 host = self.mx_hosts[self.next_host]
                 self.next_host += 1
+                public_only = not self.settings.allow_private_networks
+                if public_only and is_ip_text(host):
+                    # An MX must name a host (RFC 5321 5.1); IP text is resolved no further.
+                    self.note(
+                        Failure(
+                            "unroutable", None,
+                            f"MX host {host} is an IP address, not a host name: "
+                            "the domain's mail goes nowhere public",
+                            host, "resolve",
+                        )
+                    )
+                    continue
                 try:
                     ips = await self.prober.resolver.host_addresses(host)
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # noqa: BLE001 -- a resolver fault is a failure, not a crash
                     ips = ()
+                if public_only:
+                    refused = {ip: unroutable_reason(ip) for ip in ips}
+                    refused = {ip: why for ip, why in refused.items() if why is not None}
+                    if refused and len(refused) == len(set(ips)):
+                        shown = ", ".join(f"{ip} ({why})" for ip, why in list(refused.items())[:3])
+                        self.note(
+                            Failure(
+                                "unroutable", None,
+                                f"MX host {host} has only non-public addresses: {shown}; "
+                                "the domain's mail goes nowhere public",
+                                host, "resolve",
+                            )
+                        )
+                        continue
+                    ips = tuple(ip for ip in ips if ip not in refused)
                 known = {t.ip for t in self.targets}
                 fresh = [ip for ip in dict.fromkeys(ips) if ip not in known]
                 if not fresh:

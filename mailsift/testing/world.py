@@ -174,6 +174,7 @@ class World:
             "MAILSIFT_HELO_HOSTNAME": "probe.mailsift.test",
             "MAILSIFT_MAIL_FROM": "verify@mailsift.test",
             "MAILSIFT_SMTP_RECONNECT_DELAY": "0.05",
+            "MAILSIFT_ALLOW_PRIVATE_NETWORKS": "true",  # the world's servers are on loopback
         }
         env.update({f"MAILSIFT_{k.upper()}": str(v) for k, v in overrides.items()})
         return env
@@ -188,6 +189,7 @@ class World:
             "helo_hostname": "probe.mailsift.test",
             "mail_from": "verify@mailsift.test",
             "smtp_reconnect_delay": 0.05,
+            "allow_private_networks": True,  # the world's servers are on loopback
         }
         values.update(overrides)
         return Settings(**values)
