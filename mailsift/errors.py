@@ -9,10 +9,9 @@ conditions that must stop a whole run::
     ├── InputError(MailsiftError, ValueError)         a source file that cannot be read
     ├── WarehouseError(MailsiftError, RuntimeError)   missing database, wrong schema
     ├── BackendAuthError(MailsiftError, PermissionError)  API key refused (401/403)
-    ├── QualityGateFailed(MailsiftError, RuntimeError)    output failed its checks
-    └── ProbeError(MailsiftError, OSError)            internal to the SMTP probe
-        ├── SmtpTimeout(ProbeError, TimeoutError)
-        └── SmtpProtocolError(ProbeError)              garbage or truncated replies
+    └── QualityGateFailed(MailsiftError, RuntimeError)    output failed its checks
+
+The SMTP probe raises nothing: its faults are outcomes (:mod:`mailsift.smtp.outcomes`).
 """
 
 from __future__ import annotations
@@ -24,9 +23,6 @@ __all__ = [
     "WarehouseError",
     "BackendAuthError",
     "QualityGateFailed",
-    "ProbeError",
-    "SmtpTimeout",
-    "SmtpProtocolError",
 ]
 
 
@@ -52,15 +48,3 @@ class BackendAuthError(MailsiftError, PermissionError):
 
 class QualityGateFailed(MailsiftError, RuntimeError):
     """A run's output failed its data-quality checks; nothing was exported."""
-
-
-class ProbeError(MailsiftError, OSError):
-    """An SMTP conversation went wrong (internal; becomes an ``unknown`` result)."""
-
-
-class SmtpTimeout(ProbeError, TimeoutError):
-    """An SMTP step took longer than ``MAILSIFT_SMTP_TIMEOUT``."""
-
-
-class SmtpProtocolError(ProbeError):
-    """The server sent something that is not an SMTP reply."""

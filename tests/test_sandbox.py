@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mailsift.backends import Backend, get_backend
 from mailsift.backends.sandbox import SandboxBackend
 from mailsift.result import REASONS
@@ -36,11 +38,16 @@ async def test_test_domains_work_without_allow_test_domains() -> None:
     assert valid.status == "valid" and invalid.status == "invalid"
 
 
-async def test_other_special_use_domains_follow_the_setting() -> None:
-    (strict,) = await _verify(["a@other.test"], allow_test_domains=False)
-    assert (strict.status, strict.reason) == ("invalid", "special_use")
-    (relaxed,) = await _verify(["a@other.test"], allow_test_domains=True)
-    assert (relaxed.status, relaxed.reason) == ("risky", "sandbox_risky")
+@pytest.mark.parametrize("allow_test_domains", [False, True])
+async def test_every_other_valid_address_is_risky_whatever_its_domain(allow_test_domains) -> None:
+    """The integration guide's sandbox: valid.test valid, invalid.test invalid, all else
+    risky, special-use domains included (issue 8: c@elsewhere.test was invalid)."""
+    emails = ["c@elsewhere.test", "a@example.com", "b@host.invalid", "d@box.localhost",
+              "e@x.valid.test", "f@gmail.com"]
+    results = await _verify(emails, allow_test_domains=allow_test_domains)
+    assert [(r.email, r.status, r.reason) for r in results] == [
+        (e, "risky", "sandbox_risky") for e in emails
+    ]
 
 
 async def test_syntax_layer_comes_first() -> None:

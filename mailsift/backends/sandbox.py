@@ -12,9 +12,11 @@ anything else          risky     ``sandbox_risky``      0.5
 bad syntax             invalid   ``syntax``             0.0
 =====================  ========  =====================  =====
 
-``valid.test`` and ``invalid.test`` are accepted whatever ``MAILSIFT_ALLOW_TEST_DOMAINS``
-says (that is what the sandbox is for); other special-use domains follow the setting as
-in the local engine. Only the exact domains count (``a@x.valid.test`` is risky).
+This is the integration guide's sandbox exactly: ``@valid.test`` valid, ``@invalid.test``
+invalid, every other syntactically valid address risky, whatever its domain, special-use
+ones (``elsewhere.test``, ``example.com``, ``.invalid``, ``.localhost``) included: the
+sandbox never looks anything up, so ``MAILSIFT_ALLOW_TEST_DOMAINS`` does not apply. Only
+the exact domains count (``a@x.valid.test`` is risky).
 
 Use it for demos and for testing systems downstream of mailsift (CRM sync, webhooks)
 without touching DNS or SMTP.
@@ -28,7 +30,7 @@ from typing import Self
 
 from mailsift.result import Checks, VerificationResult, utcnow
 from mailsift.settings import Settings
-from mailsift.syntax import SyntaxProblem, is_special_use, parse_address
+from mailsift.syntax import SyntaxProblem, parse_address
 from mailsift.verdict import syntax_result
 
 __all__ = ["SANDBOX_DOMAINS", "SandboxBackend"]
@@ -80,11 +82,6 @@ class SandboxBackend:
         if isinstance(parsed, SyntaxProblem):
             return syntax_result(parsed, now)
         fixed = SANDBOX_DOMAINS.get(parsed.domain)
-        if fixed is None and not self.settings.allow_test_domains and is_special_use(parsed.domain):
-            # the same refusal the syntax layer gives outside the sandbox
-            strict = parse_address(raw, allow_test_domains=False)
-            if isinstance(strict, SyntaxProblem):
-                return syntax_result(strict, now)
         status, reason, score, checks = fixed or _RISKY
         return VerificationResult(
             email=parsed.email,
