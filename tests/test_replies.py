@@ -139,6 +139,16 @@ def test_every_mailbox_not_found_is_invalid():
         (552, "5.2.3 Message size exceeds fixed maximum message size", "rejected"),
         (552, "Requested mail action aborted: exceeded storage allocation", "full"),
         (501, "5.1.3 Bad recipient address syntax", "error"),
+        # Words that are about the client only in context.
+        (550, "User jane@x.test not listed in Domino Directory", "not_found"),
+        (
+            550,
+            "5.1.1 <a@b.test>: Recipient address rejected: User unknown in relay recipient table",
+            "not_found",
+        ),
+        (554, "5.7.1 <a@b.test>: Relay access denied", "blocked"),
+        (550, "5.1.1 User unknown; please check the address and try again", "not_found"),
+        (550, "Your account has been disabled", "blocked"),
     ],
 )
 def test_classify_reply_rules(code: int, text: str, kind: str):
