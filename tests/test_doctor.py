@@ -267,6 +267,20 @@ def test_a_refusing_banner_is_about_us(world: World) -> None:
     assert "client host blocked using zen.spamhaus.org" in line.finding
 
 
+def test_an_mx_on_a_private_address_is_not_connected_to(healthy: World) -> None:
+    """As the verifier (issue 9): a public domain's MX on loopback/private space means a
+    rewriting resolver, or an intranet; the doctor names it and does not connect."""
+    report = doctor(healthy, doctor_mx_domains=["gmail.test"], allow_private_networks=False)
+    line = check(report, f"port25 mx1.gmail.test:{healthy.smtp.port}")
+    assert line.status == "FAIL"
+    assert line.finding.startswith(
+        f"mx1.gmail.test resolves to {healthy.hosts['mx1.gmail.test']}, a loopback address: not connected"
+    )
+    assert healthy.smtp.get(healthy.hosts["mx1.gmail.test"]).connections == 0
+    egress = check(doctor(healthy, egress_ip=EGRESS, allow_private_networks=False), "egress_ip")
+    assert egress.status == "WARN" and egress.finding.startswith(f"{EGRESS} is a loopback address")
+
+
 # --------------------------------------------------------------------------- egress IP
 
 

@@ -18,6 +18,7 @@ import dns.name
 
 from mailsift.doctor.lookups import Lookups, clean, elapsed_ms
 from mailsift.doctor.report import Check, Status, skipped
+from mailsift.routing import unroutable_reason
 from mailsift.settings import Settings
 
 __all__ = [
@@ -89,8 +90,8 @@ class Probe:
     target: MxTarget
     address: str | None
     outcome: Literal[
-        "ok", "no_address", "refused", "timeout", "unreachable", "closed", "reset",
-        "silent", "rejected", "not_smtp", "ehlo_refused",
+        "ok", "no_address", "not_public", "refused", "timeout", "unreachable", "closed",
+        "reset", "silent", "rejected", "not_smtp", "ehlo_refused",
     ]
     banner: str | None = None
     ehlo: str | None = None
@@ -137,6 +138,10 @@ async def probe(target: MxTarget, dnsq: Lookups, settings: Settings) -> Probe:
     if not addresses:
         return Probe(target, None, "no_address", error=f"{target.host} has no A/AAAA record")
     address = addresses[0]
+    reason = None if settings.allow_private_networks else unroutable_reason(address)
+    if reason is not None:
+        # Never connect where the verifier would not (issue 9: no probing inside networks).
+        return Probe(target, address, "not_public", error=f"a {reason} address")
     timeout = float(settings.smtp_timeout)
     started = time.perf_counter()
     try:
@@ -220,6 +225,12 @@ def port25_check(p: Probe) -> Check:
     findings: dict[str, tuple[Status, str, str]] = {
         "no_address": ("WARN", f"{p.error}: nothing to test",
                        "check the name, or give --mx-host host[:port] of a reachable MX"),
+        "not_public": ("FAIL", f"{p.target.host} resolves to {p.address}, {p.error}: not "
+                       "connected (the verifier never probes inside networks); an MX of a "
+                       "public domain there means the resolver rewrites answers",
+                       "use a resolver that does not rewrite answers (MAILSIFT_DNS_NAMESERVERS), "
+                       "or MAILSIFT_ALLOW_PRIVATE_NETWORKS=true if this is an intranet on "
+                       "purpose"),
         "refused": ("FAIL", f"connection refused by {where}: outbound port 25 is blocked "
                     "(or nothing listens there)", _PORT25_ACTION),
         "timeout": ("FAIL", f"{p.error} to {where}: a firewall drops outbound port 25",
@@ -302,6 +313,15 @@ def egress_check(
         if p.echoed_ip:
             echoes.setdefault(p.echoed_ip, str(p.target))
     details: dict[str, Any] = {"configured": settings.egress_ip, "echoed": dict(echoes)}
+    candidate = settings.egress_ip or (sorted(echoes)[0] if echoes else None)
+    reason = None if settings.allow_private_networks or candidate is None else (
+        unroutable_reason(candidate))
+    if reason is not None:
+        return Check("egress_ip", None, "WARN",
+                     f"{candidate} is a {reason} address, not what receivers on the internet "
+                     "see; PTR and blocklists cannot be checked with it",
+                     "set MAILSIFT_EGRESS_IP=<this host's public IP> (or --egress-ip)",
+                     details), None
     if settings.egress_ip:
         ip = settings.egress_ip
         others = sorted(e for e in echoes if e != ip)
