@@ -42,6 +42,8 @@ class RunCounters:
     n_verified: int = 0
     n_failed_batches: int = 0
     smtp_note: str | None = None
+    #: Causes the run's failures share (see mailsift.diagnosis), as dicts.
+    diagnoses: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     def as_counts(self) -> dict[str, int]:
@@ -128,6 +130,7 @@ def verify_and_load(
     diagnoses = path.diagnoses()
     if diagnoses:
         counters.smtp_note = " ".join(d.message for d in diagnoses)
+        counters.diagnoses = [d.to_dict() for d in diagnoses]
         for diagnosis in diagnoses:
             logger.warning("%s", diagnosis.message)
 
@@ -197,6 +200,7 @@ def publish_summary(flow_name: str, counters: RunCounters, by_status: dict[str, 
     }
     if counters.smtp_note:
         summary["warning"] = counters.smtp_note
+        summary["diagnoses"] = counters.diagnoses
     md = [f"# {flow_name}", "",
           "| measure | value |", "|---|---|"]
     for key in ("source_rows", "rows_without_email", "unique_addresses", "from_warehouse",

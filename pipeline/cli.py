@@ -122,8 +122,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         console.print("reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])))
     for status, path in (summary.get("exports") or {}).items():
         console.print(f"  {status:>8}: {path}")
-    if summary.get("warning"):
-        console.print(f"[bold red]WARNING:[/] {summary['warning']}")
+    if summary.get("warning"):  # a cause the run's failures share (ours, not the list's)
+        Console(stderr=True).print(f"[bold red]WARNING:[/] {summary['warning']}")
 
 
 @app.command()

@@ -224,3 +224,31 @@ async def test_replies_sent_before_their_commands_are_never_a_verdict(world: Wor
     # without the check, "250 2.1.5 Ok" would be read as the RCPT's reply: catch-all/valid
     assert {(r.status, r.reason) for r in results} == {("unknown", "smtp_error")}
     assert all("out of step" in (r.smtp_message or "") for r in results)
+
+
+# -- the pipeline says it too ------------------------------------------------------------
+
+
+def test_mailsift_run_behind_a_middlebox_says_so_and_exports_nothing(
+    world: World, cli_env: dict[str, str], tmp_path
+) -> None:
+    emails = add_sites(world, 4, "close_on_connect")
+    (tmp_path / "list.csv").write_text("email\n" + "\n".join(emails) + "\n", encoding="utf-8")
+    env = {k: v for k, v in cli_env.items() if not k.startswith("MAILSIFT_")}
+    env.update(world.env())
+    proc = subprocess.run(
+        [sys.executable, "-m", "mailsift.cli", "run", "list.csv", "--db", "wh.duckdb",
+         "--out", "out"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr  # the gate fails on the unknown share
+    assert "a middlebox on this network" in proc.stderr
+    assert not (tmp_path / "out").exists()
+    import duckdb
+
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    try:
+        statuses = con.sql("SELECT DISTINCT status FROM latest_verifications").fetchall()
+    finally:
+        con.close()
+    assert statuses == [("unknown",)]
