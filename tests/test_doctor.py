@@ -138,6 +138,17 @@ def test_resolver_that_nxdomains_everything_fails_and_nothing_is_blamed_on_dns(h
     assert report.exit_code == 1
 
 
+def test_placeholders_are_named_even_without_a_sane_resolver(healthy: World) -> None:
+    """The defaults (mailsift.localhost) need no DNS to be wrong."""
+    healthy.dns.set_global_failure("servfail")
+    report = doctor(healthy, helo_hostname="mailsift.localhost", mail_from="verify@mailsift.localhost")
+    assert statuses(report)["helo"] == "FAIL"
+    assert check(report, "helo").finding.startswith("mailsift.localhost is a placeholder")
+    assert check(report, "mail_from_mx mailsift.localhost").status == "FAIL"
+    assert [c.name for c in report.checks if c.status == "FAIL"] == [
+        "resolver", "helo", "mail_from_mx mailsift.localhost"]
+
+
 def test_resolver_that_servfails_everything_fails_and_names_itself(healthy: World) -> None:
     healthy.dns.set_global_failure("servfail")
     proc = cli(healthy)
@@ -391,7 +402,7 @@ def test_mail_from_domain_that_does_not_exist_and_placeholder(healthy: World) ->
     assert gone.status == "FAIL" and gone.finding.startswith("the domain does not exist")
     placeholder = check(doctor(healthy, mail_from="verify@mailsift.localhost"),
                         "mail_from_mx mailsift.localhost")
-    assert placeholder.status == "FAIL" and "placeholder default" in placeholder.finding
+    assert placeholder.status == "FAIL" and "is a placeholder" in placeholder.finding
 
 
 def test_two_spf_records_are_a_permanent_error(healthy: World) -> None:

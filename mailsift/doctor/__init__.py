@@ -46,7 +46,12 @@ import asyncio
 from collections.abc import Sequence
 
 from mailsift.doctor.blocklists import check_dnsbl
-from mailsift.doctor.identity import check_mail_from, check_rdns_and_helo
+from mailsift.doctor.identity import (
+    check_mail_from,
+    check_rdns_and_helo,
+    placeholder_helo,
+    placeholder_mail_from,
+)
 from mailsift.doctor.lookups import Lookups, is_ip, tld_of
 from mailsift.doctor.port25 import (
     MxTarget,
@@ -102,14 +107,20 @@ async def run_doctor(settings: Settings, mx_hosts: Sequence[MxTarget] = ()) -> D
     egress, ip = egress_check(settings, probes, tested=bool(probes))
     checks.append(egress)
 
+    # What needs no DNS is still said: a placeholder HELO name or sender.
+    helo_placeholder = placeholder_helo(settings)
     if not resolver.sane:
-        checks += [skipped("rdns", None, *_NEEDS_RESOLVER), skipped("helo", None, *_NEEDS_RESOLVER)]
+        checks += [skipped("rdns", None, *_NEEDS_RESOLVER),
+                   helo_placeholder or skipped("helo", None, *_NEEDS_RESOLVER)]
         checks.append(skipped("dnsbl", None, *_NEEDS_RESOLVER, subjects=settings.dnsbl_zones))
-        checks += [skipped("mail_from_mx", None, *_NEEDS_RESOLVER),
-                   skipped("mail_from_spf", None, *_NEEDS_RESOLVER)]
+        sender_placeholder = placeholder_mail_from(settings)
+        checks += [sender_placeholder] if sender_placeholder else [
+            skipped("mail_from_mx", None, *_NEEDS_RESOLVER),
+            skipped("mail_from_spf", None, *_NEEDS_RESOLVER)]
     else:
         if ip is None:
-            rest: list[Check] = [skipped("rdns", None, *_NEEDS_IP), skipped("helo", None, *_NEEDS_IP)]
+            rest: list[Check] = [skipped("rdns", None, *_NEEDS_IP),
+                                 helo_placeholder or skipped("helo", None, *_NEEDS_IP)]
             rest.append(skipped("dnsbl", None, *_NEEDS_IP, subjects=settings.dnsbl_zones))
             tail = await check_mail_from(dnsq, settings, None)
             checks += rest + tail

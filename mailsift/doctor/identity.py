@@ -11,7 +11,7 @@ from mailsift.doctor.lookups import Lookups, clean
 from mailsift.doctor.report import Check
 from mailsift.settings import Settings
 
-__all__ = ["check_mail_from", "check_rdns_and_helo"]
+__all__ = ["check_mail_from", "check_rdns_and_helo", "placeholder_helo", "placeholder_mail_from"]
 
 
 async def check_rdns_and_helo(dnsq: Lookups, settings: Settings, ip: str) -> list[Check]:
@@ -48,7 +48,7 @@ async def check_rdns_and_helo(dnsq: Lookups, settings: Settings, ip: str) -> lis
                      None, details)
 
     helo_details = {"helo_hostname": helo, "addresses": list(helo_addresses), "ptr": names}
-    if helo == "localhost" or helo.endswith(".localhost") or "." not in helo:
+    if _is_placeholder(helo):
         check = Check("helo", None, "FAIL",
                       f"{helo} is a placeholder, not a public name: receivers refuse or "
                       "distrust it",
@@ -84,18 +84,48 @@ def _spf_mechanism(ip: str | None) -> str:
     return f"ip6:{ip}" if ":" in ip else f"ip4:{ip}"
 
 
-async def check_mail_from(dnsq: Lookups, settings: Settings, ip: str | None) -> list[Check]:
+_MAIL_FROM_FIX = ("set MAILSIFT_MAIL_FROM to an address at a domain you own that has MX "
+                  "and SPF records")
+
+
+def _is_placeholder(name: str) -> bool:
+    """``localhost``, ``*.localhost`` (RFC 6761 6.3) or a bare label: no public name."""
+    return name == "localhost" or name.endswith(".localhost") or "." not in name
+
+
+def placeholder_helo(settings: Settings) -> Check | None:
+    """The HELO-name check that needs no DNS: FAIL for a placeholder, else ``None``."""
+    helo = settings.helo_hostname.rstrip(".").lower()
+    if not _is_placeholder(helo):
+        return None
+    return Check("helo", None, "FAIL",
+                 f"{helo} is a placeholder, not a public name: receivers refuse or distrust it",
+                 "set MAILSIFT_HELO_HOSTNAME to this host's public name (the PTR name of its IP)",
+                 {"helo_hostname": helo})
+
+
+def placeholder_mail_from(settings: Settings) -> Check | None:
+    """The MAIL FROM check that needs no DNS: FAIL for a non-address or the placeholder
+    default, else ``None``."""
     address = settings.mail_from
     local, at, domain = address.rpartition("@")
     domain = domain.rstrip(".").lower()
-    fix = ("set MAILSIFT_MAIL_FROM to an address at a domain you own that has MX and SPF "
-           "records")
     if not at or not local or not domain:
-        return [Check("mail_from_mx", None, "FAIL", f"{address!r} is not an address", fix)]
-    if domain == "localhost" or domain.endswith(".localhost"):
-        return [Check("mail_from_mx", domain, "FAIL",
-                      f"{address} is the placeholder default: receivers refuse a sender "
-                      "domain that does not exist", fix)]
+        return Check("mail_from_mx", None, "FAIL", f"{address!r} is not an address",
+                     _MAIL_FROM_FIX)
+    if _is_placeholder(domain):
+        return Check("mail_from_mx", domain, "FAIL",
+                     f"{address} is a placeholder: receivers refuse a sender domain that does "
+                     "not exist", _MAIL_FROM_FIX)
+    return None
+
+
+async def check_mail_from(dnsq: Lookups, settings: Settings, ip: str | None) -> list[Check]:
+    placeholder = placeholder_mail_from(settings)
+    if placeholder is not None:
+        return [placeholder]
+    domain = settings.mail_from.rpartition("@")[2].rstrip(".").lower()
+    fix = _MAIL_FROM_FIX
     mx, txt = await asyncio.gather(dnsq.engine.mx(domain), dnsq.ask(f"{domain}.", "TXT"))
     details = {"outcome": mx.outcome, "hosts": list(mx.hosts), "implicit": mx.implicit}
     if mx.outcome == "ok" and not mx.implicit:
