@@ -159,6 +159,15 @@ def test_resolver_that_servfails_everything_fails_and_names_itself(healthy: Worl
     assert "-> fix: point MAILSIFT_DNS_NAMESERVERS at a working resolver" in first
 
 
+def test_resolver_that_never_answers(healthy: World) -> None:
+    healthy.dns.set_global_failure("timeout")
+    report = doctor(healthy, dns_timeout=0.3)
+    resolver = check(report, "resolver")
+    assert resolver.status == "FAIL"
+    assert f"{healthy.dns.nameserver} times out for every query" in resolver.finding
+    assert [c.name for c in report.checks if c.status == "FAIL"] == ["resolver"]
+
+
 def test_resolver_that_answers_everything_is_caught(healthy: World) -> None:
     healthy.dns.set_global_failure("wildcard", wildcard_ip="127.0.0.1")
     resolver = check(doctor(healthy), "resolver")
