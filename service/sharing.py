@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -63,12 +64,18 @@ class SharedWarehouse:
             pass
 
     def read(self, fn: Callable[[Warehouse], T], *, wait: float | None = None) -> T:
-        """``fn(warehouse)`` on a read-only connection opened for this call only."""
-        with self._lock, Warehouse.open(
-            self.db, create=False, read_only=True,
-            lock_timeout=self.read_wait if wait is None else wait,
-        ) as wh:
-            return fn(wh)
+        """``fn(warehouse)`` on a read-only connection opened for this call only; waits at
+        most ``wait`` seconds for the file (a load of ours in progress, another process)."""
+        wait = self.read_wait if wait is None else wait
+        started = time.monotonic()
+        if not self._lock.acquire(timeout=wait):
+            raise WarehouseError(f"{self.db} is busy (a load into it is in progress)")
+        try:
+            left = max(0.0, wait - (time.monotonic() - started))
+            with Warehouse.open(self.db, create=False, read_only=True, lock_timeout=left) as wh:
+                return fn(wh)
+        finally:
+            self._lock.release()
 
     def write(self, fn: Callable[[Warehouse], T], *, wait: float | None = None) -> T:
         with self._lock, Warehouse.open(
