@@ -186,10 +186,10 @@ def doctor(
     mx_host: Annotated[
         Optional[list[str]],
         typer.Option("--mx-host", help="host[:port] to test port 25 against (repeatable); default: "
-                     "the first MX of gmail.com, outlook.com, yahoo.com [env MAILSIFT_DOCTOR_MX_DOMAINS]."),
+                     "the first MX of gmail.com, outlook.com, yahoo.com (env MAILSIFT_DOCTOR_MX_DOMAINS)."),
     ] = None,
     egress_ip: Annotated[
-        Optional[str], typer.Option("--egress-ip", help="This host's public IP [env MAILSIFT_EGRESS_IP]; "
+        Optional[str], typer.Option("--egress-ip", help="This host's public IP (env MAILSIFT_EGRESS_IP); "
                                     "default: as the MX hosts echo it.")
     ] = None,
     dns_nameservers: NameserverOpt = None,
