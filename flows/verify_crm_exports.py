@@ -109,7 +109,7 @@ def _run(wh: Warehouse, info: dict[str, Any], run_id: str, backend: str, overrid
          ) -> tuple[dict[str, Any], pl.DataFrame]:
     """Load, verify, gate and export; returns the summary and the run's results."""
     t0 = time.perf_counter()
-    rows = pl.read_parquet(info["rows"])
+    rows = pl.scan_parquet(info["rows"])  # only the five columns the warehouse keeps
     wh.upsert_contacts(
         rows.select(
             pl.col("__ms_source").alias("source"),
@@ -117,7 +117,7 @@ def _run(wh: Warehouse, info: dict[str, Any], run_id: str, backend: str, overrid
             pl.col("__ms_record_id").alias("record_id"),
             pl.col("__ms_key").alias("email"),
             pl.col("__ms_domain").alias("domain"),
-        ),
+        ).collect(),
         run_id=run_id,
         seen_at=utcnow(),
     )

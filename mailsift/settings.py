@@ -124,6 +124,16 @@ class Settings(BaseSettings):
         description="Comma list of domains whose first MX host doctor tests port 25 against.",
     )
 
+    # Sources (per source; the defaults are far above any real CRM export)
+    max_source_bytes: int = Field(
+        20_000_000_000, gt=0, description="Bytes per source (a download counted after decompression)."
+    )
+    max_source_rows: int = Field(100_000_000, gt=0, description="Data rows per source.")
+    download_timeout: float = Field(900.0, gt=0, description="Seconds for a whole URL download.")
+    download_stall_timeout: float = Field(
+        30.0, gt=0, description="Seconds a download may wait for the next bytes (and to connect)."
+    )
+
     @field_validator("dns_nameservers", mode="before")
     @classmethod
     def _split_nameservers(cls, value: object) -> object:

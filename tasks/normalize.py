@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from pathlib import Path
 
 import polars as pl
 
 from pipeline.settings import DEFAULTS
-from tasks.extract import EMAIL_RAW, ROW, SOURCE
+from tasks.extract import EMAIL_RAW, RECORD_ID, ROW, SOURCE
 
 __all__ = [
     "DOMAIN",
@@ -30,6 +31,7 @@ __all__ = [
     "count_without_email",
     "dedupe",
     "normalize",
+    "normalize_files",
 ]
 
 EMAIL = "__ms_email"
@@ -131,33 +133,79 @@ def _clean(values: pl.Series) -> pl.Series:
     return frame.select(pl.when(email.str.len_bytes() > 0).then(email).alias(EMAIL)).to_series()
 
 
-def dedupe(df: pl.DataFrame) -> pl.DataFrame:
+def dedupe(df: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """One row per non-null ``__ms_key``, sorted by domain then email.
 
     Columns: ``email`` (the key), ``domain``, ``n_rows`` (source rows carrying it),
     ``first_source`` and ``first_row`` (where it first appears, in input order).
+    A LazyFrame (e.g. ``pl.scan_parquet`` of normalized rows) is aggregated by polars'
+    streaming engine: memory grows with the unique addresses, not with the rows.
     """
-    if KEY not in df.columns:
+    if isinstance(df, pl.DataFrame) and KEY not in df.columns:
         df = normalize(df)
+    seq = "__ms_seq"
+    first = pl.col(seq).arg_min()
     return (
         df.lazy()
+        .select(KEY, DOMAIN, SOURCE, ROW)
+        .with_row_index(seq)
         .filter(pl.col(KEY).is_not_null())
-        .group_by(KEY)  # rows keep their input order inside each group
+        .group_by(KEY)
         .agg(
             pl.col(DOMAIN).first().alias("domain"),
             pl.len().cast(pl.Int64).alias("n_rows"),
-            pl.col(SOURCE).first().alias("first_source"),
-            pl.col(ROW).first().alias("first_row"),
+            pl.col(SOURCE).get(first).alias("first_source"),
+            pl.col(ROW).get(first).alias("first_row"),
         )
         .rename({KEY: "email"})
         .sort(["domain", "email"], nulls_last=True)
         .select("email", "domain", "n_rows", "first_source", "first_row")
-        .collect()
+        .collect(engine="streaming")
     )
 
 
-def count_without_email(df: pl.DataFrame) -> int:
+def normalize_files(parts: Sequence[str | Path], out: str | Path, *, batch_rows: int = 100_000) -> int:
+    """Normalize extracted Parquet files (one per source, columns may differ) into one
+    Parquet file ``out``, batch by batch: original columns unioned in order of
+    appearance, then the ``__ms_*`` columns. Returns the number of rows written."""
+    import pyarrow.parquet as pq
+
+    files = [pq.ParquetFile(p) for p in parts]
+    names: dict[str, None] = {}
+    for f in files:
+        names.update(dict.fromkeys(n for n in f.schema_arrow.names if not n.startswith("__ms_")))
+    order = list(names)
+    writer: pq.ParquetWriter | None = None
+    total = 0
+    try:
+        for f in files:
+            for batch in f.iter_batches(batch_size=batch_rows):
+                frame = pl.from_arrow(batch)
+                assert isinstance(frame, pl.DataFrame)
+                missing = [n for n in order if n not in frame.columns]
+                if missing:
+                    frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(n) for n in missing)
+                meta = [c for c in frame.columns if c.startswith("__ms_")]
+                frame = normalize(frame.select(order + meta))
+                table = frame.to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(str(out), table.schema)
+                writer.write_table(table.cast(writer.schema))
+                total += frame.height
+        if writer is None:  # no rows at all
+            empty = pl.DataFrame(schema={**{n: pl.String for n in order}, SOURCE: pl.String,
+                                         ROW: pl.Int64, RECORD_ID: pl.String, EMAIL_RAW: pl.String})
+            normalize(empty).write_parquet(out)
+    finally:
+        if writer is not None:
+            writer.close()
+    return total
+
+
+def count_without_email(df: pl.DataFrame | pl.LazyFrame) -> int:
     """Rows whose email cell is missing or blank (after normalization)."""
+    if isinstance(df, pl.LazyFrame):
+        return int(df.select(pl.col(KEY).null_count()).collect(engine="streaming").item())
     if KEY not in df.columns:
         df = normalize(df)
     return int(df.get_column(KEY).null_count())

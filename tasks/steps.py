@@ -35,23 +35,29 @@ def extract_contacts(sources: list[str], email_column: str | None, work_dir: str
     file is the user's input, not our bug).
     """
     logger = get_run_logger()
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
     try:
-        rows = normalize.normalize(extract.read_sources(sources, email_column=email_column))
+        parts = extract.extract_sources(sources, work / "sources", email_column=email_column)
     except InputError as exc:
         logger.error("%s", exc)
         return Failed(message=str(exc), data=exc)
+    for part in parts:
+        for warning in part.warnings:
+            logger.warning("%s", warning)
+    n_rows = normalize.normalize_files([p.path for p in parts], work / ROWS_FILE)
+    for part in parts:
+        part.path.unlink(missing_ok=True)
+    rows = pl.scan_parquet(work / ROWS_FILE)
     unique = normalize.dedupe(rows)
-    work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    rows.write_parquet(work / ROWS_FILE)
     unique.write_parquet(work / UNIQUE_FILE)
     summary = {
         "rows": str(work / ROWS_FILE),
         "unique": str(work / UNIQUE_FILE),
-        "n_rows": rows.height,
+        "n_rows": n_rows,
         "n_without_email": normalize.count_without_email(rows),
         "n_unique": unique.height,
-        "n_sources": rows.get_column("__ms_source").n_unique() if rows.height else 0,
+        "n_sources": len(parts),
     }
     logger.info(
         "read %d rows from %d source(s): %d unique addresses, %d rows without an email",

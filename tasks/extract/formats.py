@@ -1,0 +1,433 @@
+"""Formats: each reader returns the header names and an iterator of batches
+``(frame of strings under those names, 1-based row numbers)``, so no source is ever
+held whole in memory (except a JSON document, capped at :data:`MAX_JSON_DOCUMENT`, and
+an XLSX sheet, whose size is checked in the ZIP directory before it is inflated).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from tasks.extract.columns import LOOKS_LIKE_EMAIL_RE, dedupe_names
+from tasks.extract.encodings import BLANK_MARK, SNIFF_BYTES
+from tasks.extract.sources import MAX_INFLATE_RATIO, Limits, fail
+
+__all__ = [
+    "BATCH_ROWS",
+    "FORMATS",
+    "MAX_JSON_DOCUMENT",
+    "Batches",
+    "check_zip",
+    "delimited_batches",
+    "excel_batches",
+    "json_batches",
+    "parquet_batches",
+]
+
+Batches = tuple[list[str], Iterator[tuple[pl.DataFrame, pl.Series]]]
+
+FORMATS = "CSV/TSV/XLSX/JSON/Parquet"
+BATCH_ROWS = 100_000
+#: A JSON document (not NDJSON) is parsed whole: ~20x its size in memory.
+MAX_JSON_DOCUMENT = 48 * 1024 * 1024
+#: JSON objects nested deeper than this stay one JSON text cell.
+_MAX_FLATTEN_DEPTH = 16
+_DELIMITERS = (",", ";", "\t", "|")
+_IDX = "__ms_index"
+_MARK_LINE = re.compile(rf"(?m)^{re.escape(BLANK_MARK)}\d+\n")
+#: Uncompressed bytes above which an XLSX is refused before parsing (a sheet XML of 2 GB
+#: is far past Excel's 1,048,576-row limit for a contact list).
+MAX_XLSX_INFLATED = 2 * 1024**3
+_ZIP_GRACE = 1024 * 1024
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- delimited
+
+
+def delimited_batches(source: str, path: Path, *, tab_hint: bool) -> Batches:
+    """Delimited UTF-8 text (already cleaned by :func:`~tasks.extract.encodings.to_clean_utf8`)."""
+    with path.open("rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+    sample = head.decode("utf-8", errors="ignore")
+    if not sample.strip():
+        raise fail(source, "empty file")
+    control = sum(1 for ch in sample[:4096] if ch < " " and ch not in "\t\r\n\f\v\x1e\x1f")
+    if control > 0.01 * min(len(sample), 4096) + 2:
+        raise fail(source, f"looks binary, not a {FORMATS} export")
+    if len(head) >= SNIFF_BYTES and "\n" in sample:
+        sample = sample[: sample.rfind("\n") + 1]  # the last line may be cut
+    sample = _MARK_LINE.sub("", sample)
+
+    skip = 0
+    excel_hint = re.match(r"sep=(.)\r?\n", sample)  # Excel's "sep=;" first line
+    if excel_hint:
+        skip, sample = 1, sample[excel_hint.end() :]
+    delimiter = excel_hint.group(1) if excel_hint else _sniff_delimiter(sample, tab_hint=tab_hint)
+    try:
+        header = next(csv.reader(io.StringIO(sample), delimiter=delimiter, quotechar='"'), [])
+    except csv.Error as exc:
+        raise fail(source, f"cannot parse the header: {exc}") from None
+    if not any(cell.strip() for cell in header):
+        raise fail(source, "the first line (header) is empty")
+
+    headerless = any(LOOKS_LIKE_EMAIL_RE.match(cell) for cell in header)
+    if headerless:
+        names = ["email"] if len(header) == 1 else [f"column_{i}" for i in range(1, len(header) + 1)]
+    else:
+        names = dedupe_names(header)
+    separator = delimiter if len(header) > 1 else "\x1f"
+    try:
+        frame = pl.scan_csv(
+            path,
+            skip_rows=skip,
+            separator=separator,
+            quote_char='"',
+            has_header=not headerless,
+            new_columns=names,
+            infer_schema=False,
+            truncate_ragged_lines=True,
+            raise_if_empty=False,
+            encoding="utf8-lossy",
+            row_index_name=_IDX,
+            row_index_offset=1,
+        )
+    except Exception as exc:  # noqa: BLE001 - polars raises several types; all mean unreadable
+        raise fail(source, f"cannot parse as CSV: {_first_line(exc)}") from None
+    return names, _csv_batches(source, frame, names)
+
+
+def _csv_batches(
+    source: str, frame: pl.LazyFrame, names: list[str]
+) -> Iterator[tuple[pl.DataFrame, pl.Series]]:
+    offset = 0
+    batches = frame.collect_batches(chunk_size=BATCH_ROWS)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - any polars error mid-file means unreadable
+            raise fail(source, f"cannot parse as CSV: {_first_line(exc)}") from None
+        index = batch.get_column(_IDX).cast(pl.Int64)
+        raw = batch.drop(_IDX)
+        if raw.width != len(names):  # the header parsed differently from the sniffed sample
+            raw = raw.select(raw.columns[: len(names)])
+        raw.columns = names[: raw.width]
+        first = raw.get_column(raw.columns[0])
+        is_mark = first.str.starts_with(BLANK_MARK).fill_null(False)
+        if is_mark.any():
+            extra = pl.select(
+                pl.when(is_mark)
+                .then(first.str.slice(len(BLANK_MARK)).cast(pl.Int64, strict=False).fill_null(1) - 1)
+                .otherwise(0)
+            ).to_series()
+            rows = index + offset + extra.cum_sum()
+            offset += int(extra.sum())
+            raw, rows = raw.filter(~is_mark), rows.filter(~is_mark)
+        else:
+            rows = index + offset
+        yield raw, rows
+
+
+def _sniff_delimiter(sample: str, *, tab_hint: bool) -> str:
+    """The delimiter that splits the sample into the most columns, consistently.
+
+    :class:`csv.Sniffer` gives the first guess; every candidate is then checked with
+    :func:`csv.reader` (which handles quoting and embedded line breaks): the header must
+    have more than one field and most rows as many fields as the header.
+    """
+    try:
+        guess = csv.Sniffer().sniff(sample[:16384], delimiters="".join(_DELIMITERS)).delimiter
+    except csv.Error:
+        guess = None
+    order = [d for d in ([guess] if guess else []) + (["\t"] if tab_hint else []) + list(_DELIMITERS)]
+    best, best_score = ",", (-1.0, 0)
+    for delimiter in dict.fromkeys(order):
+        try:
+            rows = [
+                r
+                for _, r in zip(
+                    range(200), csv.reader(io.StringIO(sample), delimiter=delimiter), strict=False
+                )
+                if r
+            ]
+        except csv.Error:
+            continue
+        if not rows or len(rows[0]) < 2:
+            continue
+        width = len(rows[0])
+        body = rows[1:-1] if len(rows) > 2 else rows[1:]
+        consistent = sum(1 for r in body if len(r) == width) / len(body) if body else 1.0
+        score = (consistent, width)
+        if consistent >= 0.8 and score > best_score:
+            best, best_score = delimiter, score
+    return best
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+_RECORD_KEYS = ("data", "results", "contacts", "records", "items", "rows", "members", "leads")
+
+
+def json_batches(source: str, path: Path, text: str | None, *, ndjson_hint: bool) -> Batches:
+    """JSON (``[...]``, ``{"data": [...]}``, one object) or NDJSON. ``text`` is the decoded
+    document when it is small enough to parse whole; ``None`` streams NDJSON from ``path``
+    (UTF-8) line by line."""
+    if text is None:
+        return _ndjson_stream(source, path)
+    text = text.lstrip("\ufeff")
+    if not text.strip():
+        raise fail(source, "empty file")
+    records: Any
+    try:
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            if not (exc.msg == "Extra data" or ndjson_hint):
+                raise fail(
+                    source, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+                ) from None
+            records = _parse_ndjson(source, text)
+    except RecursionError:
+        raise fail(source, "JSON nested too deeply to read") from None
+    del text
+    if isinstance(records, dict):
+        records = _records_in_object(source, records)
+    if not isinstance(records, list):
+        raise fail(source, 'JSON holds no list of records (expected [...] or {"data": [...]})')
+    if not records:
+        raise fail(source, "empty file (no records)")
+    if all(isinstance(r, str) or r is None for r in records):
+        names = ["email"]
+        frame = pl.DataFrame({"email": records}, schema={"email": pl.String})
+        return names, iter([(frame, pl.int_range(1, frame.height + 1, eager=True).cast(pl.Int64))])
+    if not all(isinstance(r, dict) for r in records):
+        raise fail(source, "JSON records must be objects (one per contact)")
+    return _record_batches(source, lambda: iter(records))
+
+
+def _record_batches(source: str, records: Any) -> Batches:
+    """``records()`` yields dicts (twice: once for the keys, once for the values)."""
+    try:
+        keys: dict[str, None] = {}
+        for record in records():
+            keys.update(dict.fromkeys(_flatten(record)))
+    except RecursionError:
+        raise fail(source, "JSON nested too deeply to read") from None
+    names = dedupe_names(keys)
+    schema = {name: pl.String for name in names}
+
+    def batches() -> Iterator[tuple[pl.DataFrame, pl.Series]]:
+        buffer: list[dict[str, str | None]] = []
+        row = 0
+        for record in records():
+            buffer.append(_flatten(record))
+            if len(buffer) >= BATCH_ROWS:
+                yield _frame(buffer, keys, names, schema), pl.int_range(row + 1, row + len(buffer) + 1, eager=True)
+                row += len(buffer)
+                buffer = []
+        if buffer:
+            yield _frame(buffer, keys, names, schema), pl.int_range(row + 1, row + len(buffer) + 1, eager=True)
+
+    return names, batches()
+
+
+def _frame(flat: list[dict[str, str | None]], keys: dict[str, None], names: list[str],
+           schema: dict[str, Any]) -> pl.DataFrame:
+    data = {name: [row.get(key) for row in flat] for name, key in zip(names, keys, strict=False)}
+    return pl.DataFrame(data, schema=schema)
+
+
+def _ndjson_stream(source: str, path: Path) -> Batches:
+    def records() -> Iterator[dict[str, Any]]:
+        with path.open("rb") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise fail(
+                        source, f"invalid NDJSON at line {lineno} column {exc.colno}: {exc.msg}"
+                    ) from None
+                except RecursionError:
+                    raise fail(source, f"JSON at line {lineno} nested too deeply to read") from None
+                if not isinstance(value, dict):
+                    raise fail(source, "NDJSON records must be objects (one per contact)")
+                yield value
+
+    return _record_batches(source, records)
+
+
+def _parse_ndjson(source: str, text: str) -> list[Any]:
+    records = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise fail(source, f"invalid NDJSON at line {lineno} column {exc.colno}: {exc.msg}") from None
+    return records
+
+
+def _records_in_object(source: str, obj: dict[str, Any]) -> Any:
+    for key in _RECORD_KEYS:
+        if isinstance(obj.get(key), list):
+            return obj[key]
+    lists = [v for v in obj.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
+    if len(lists) == 1:
+        return lists[0]
+    if obj and all(not isinstance(v, (dict, list)) for v in obj.values()):
+        return [obj]  # a single record
+    keys = ", ".join(list(obj)[:10])
+    raise fail(source, f"JSON object has no list of records under data/results/contacts (keys: {keys})")
+
+
+def _flatten(record: dict[str, Any], prefix: str = "", depth: int = 0) -> dict[str, str | None]:
+    """Nested objects become dotted columns (``properties.email``); lists stay JSON text."""
+    out: dict[str, str | None] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and depth < _MAX_FLATTEN_DEPTH:
+            out.update(_flatten(value, prefix=f"{name}.", depth=depth + 1))
+        else:
+            out[name] = json_cell(value)
+    return out
+
+
+def json_cell(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------- ZIP / XLSX
+
+
+def check_zip(source: str, path: Path, ext: str, limits: Limits) -> None:
+    """Refuse a ZIP that is not a workbook, or whose members would inflate past the
+    limits, before anything is inflated (sizes from the central directory; a member
+    that lies about its size is cut by the reader's own CRC/size checks)."""
+    kind = "XLSX" if ext in ("xlsx", "xlsm", "xls") else "ZIP"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise fail(source, f"corrupt {kind} file ({_first_line(exc)})") from None
+    names = {m.filename for m in members}
+    if "xl/workbook.xml" not in names and "xl/workbook.bin" not in names:
+        raise fail(source, f"a ZIP archive, not an XLSX workbook; unzip it and give the {FORMATS} inside")
+    total = sum(m.file_size for m in members)
+    if problem := limits.bytes_problem(total):
+        raise fail(source, f"unzips to {total:,} bytes, {problem}")
+    if total > MAX_XLSX_INFLATED:
+        raise fail(source, f"unzips to {total:,} bytes: refused as a zip bomb")
+    for member in members:
+        ratio = member.file_size / max(member.compress_size, 1)
+        if member.file_size > _ZIP_GRACE and ratio > MAX_INFLATE_RATIO:
+            raise fail(
+                source,
+                f"{member.filename} inflates {ratio:.0f}x ({member.compress_size:,} -> "
+                f"{member.file_size:,} bytes): refused as a zip bomb",
+            )
+
+
+def excel_batches(source: str, path: Path, kind: str, limits: Limits) -> Batches:
+    """First sheet; the first row is the header; every cell as text (calamine/fastexcel)."""
+    read_options: dict[str, Any] = {}
+    if limits.max_rows is not None:
+        read_options["n_rows"] = limits.max_rows + 2  # header + one past the limit
+    try:
+        grid = pl.read_excel(
+            path,
+            sheet_id=1,
+            engine="calamine",
+            has_header=False,
+            infer_schema_length=0,
+            drop_empty_rows=False,
+            raise_if_empty=False,
+            read_options=read_options,
+        )
+    except Exception as exc:  # noqa: BLE001 - fastexcel has its own types for corrupt files
+        raise fail(source, f"corrupt or unreadable {kind} file ({_first_line(exc)})") from None
+    if grid.height == 0 or grid.width == 0:
+        raise fail(source, "empty file (the first sheet has no cells)")
+    grid = grid.select(pl.all().cast(pl.String))
+    header = ["" if v is None else str(v) for v in grid.row(0)]
+    names = dedupe_names(header)
+    body = grid.slice(1)
+    body.columns = names
+    rows = pl.int_range(1, body.height + 1, eager=True).cast(pl.Int64)
+    return names, iter([(body, rows)])
+
+
+# --------------------------------------------------------------------------- Parquet
+
+
+def parquet_batches(source: str, path: Path, limits: Limits) -> Batches:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path)
+        n_rows = meta.metadata.num_rows
+        original = list(meta.schema_arrow.names)
+    except Exception as exc:  # noqa: BLE001 - arrow raises several types
+        raise fail(source, f"corrupt Parquet file ({_first_line(exc)})") from None
+    if problem := limits.rows_problem(n_rows):
+        raise fail(source, problem)
+    names = dedupe_names(original)
+
+    def batches() -> Iterator[tuple[pl.DataFrame, pl.Series]]:
+        row = 0
+        try:
+            for record_batch in meta.iter_batches(batch_size=BATCH_ROWS):
+                df = pl.from_arrow(record_batch)
+                assert isinstance(df, pl.DataFrame)
+                df.columns = names
+                frame = _parquet_as_text(df)
+                yield frame, pl.int_range(row + 1, row + frame.height + 1, eager=True)
+                row += frame.height
+        except Exception as exc:  # noqa: BLE001 - any conversion failure means unreadable
+            if isinstance(exc, ValueError) and str(exc).startswith(source):
+                raise
+            raise fail(source, f"cannot read the Parquet columns as text ({_first_line(exc)})") from None
+
+    return names, batches()
+
+
+def _parquet_as_text(df: pl.DataFrame) -> pl.DataFrame:
+    columns = []
+    for name, dtype in df.schema.items():
+        column = df.get_column(name)
+        if dtype == pl.String:
+            columns.append(column)
+        elif isinstance(dtype, pl.Struct):
+            columns.append(column.struct.json_encode())
+        elif dtype.is_nested() or dtype == pl.Object or dtype == pl.Binary:
+            cells = [json_cell(v) for v in column.to_list()]
+            columns.append(pl.Series(name, cells, dtype=pl.String))
+        else:
+            columns.append(column.cast(pl.String, strict=False))
+    return pl.DataFrame(columns)
