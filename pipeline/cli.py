@@ -163,16 +163,15 @@ def run(
 
 
 def _precheck_sources(sources: list[str], email_column: str | None) -> None:
-    """Read the local sources once before Prefect starts (~1 s per million rows), so a
-    broken file is one line and exit 2 in a second, not after the API server's start-up.
-    URLs are read by the flow only (no double download)."""
+    """Sniff the local sources before Prefect starts (format, size limit, header and
+    email column from their first rows: well under a second whatever their size), so a
+    broken file is one line and exit 2 at once, not after the API server's start-up.
+    URLs are read by the flow only (no double download), but a malformed one is refused."""
     from mailsift.errors import InputError
-    from tasks.extract import expand_sources, read_sources
+    from tasks.extract import check_sources
 
     try:
-        local = [s for s in expand_sources(sources) if not s.lower().startswith(("http://", "https://"))]
-        if local:
-            read_sources(local, email_column=email_column)
+        check_sources(sources, email_column=email_column)
     except InputError as exc:
         raise fail(str(exc)) from None
 
