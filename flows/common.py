@@ -1,5 +1,6 @@
 """Pipeline steps both flows share: verify in mapped batches and load as they complete,
-gate the results, publish the summary, push webhooks."""
+gate the results, push webhooks, finish the run (its list-health report and its summary
+artifact)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from prefect import get_run_logger, unmapped
@@ -18,19 +19,27 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
+from flows.summary import summary_markdown
 from mailsift.diagnosis import PathDiagnostics
 from mailsift.errors import BackendAuthError, QualityGateFailed
 from mailsift.result import utcnow
+from mailsift.settings import BackendName
 from tasks.normalize import batches_by_domain
 from tasks.steps import quality_gate, verify_batch
 from tasks.verify import resolver_health_sync, settings_with
 from warehouse import RESULT_SCHEMA, Warehouse
 
 __all__ = [
+    "BackendChoice",
     "RunContext",
     "run_context",
-    "RunCounters", "verify_and_load", "gate_results", "publish_summary", "push_webhooks", "fail_run",
+    "RunCounters", "verify_and_load", "gate_results", "summarize", "complete_run", "push_webhooks",
+    "fail_run",
 ]
+
+#: The ``backend`` parameter: a select in the Prefect run form. ``default`` is the worker's
+#: MAILSIFT_BACKEND, else ``local``.
+BackendChoice = Literal["default", BackendName]
 
 
 @dataclass
@@ -73,7 +82,8 @@ class RunContext:
 
 
 def run_context(backend: str | None, db: str | None, prefix: str) -> RunContext:
-    settings = settings_with({"backend": backend})
+    """``backend`` ``default`` (or empty) and an empty ``db`` mean: from the settings."""
+    settings = settings_with({"backend": None if backend in (None, "", "default") else backend})
     return RunContext(
         run_id=str(flow_run.get_id() or f"local-{int(time.time() * 1000)}"),
         backend=settings.backend,
@@ -179,12 +189,17 @@ def gate_results(
     return report
 
 
-def publish_summary(flow_name: str, counters: RunCounters, by_status: dict[str, int],
-                    by_reason: dict[str, int], gate: dict[str, Any] | None,
-                    exports: dict[str, str] | None) -> dict[str, Any]:
-    """Log and publish the run summary (counts, never address lists)."""
+def summarize(flow_name: str, counters: RunCounters, by_status: dict[str, int],
+              by_reason: dict[str, int], gate: dict[str, Any] | None,
+              exports: dict[str, str] | None, *, ctx: RunContext, sources: list[str] | None = None,
+              max_age_days: int | None = None, max_unknown_share: float | None = None
+              ) -> dict[str, Any]:
+    """The run summary (counts, never address lists): returned by the flow, kept in
+    ``runs.summary``, printed by the CLI, rendered by :func:`flows.summary.summary_markdown`."""
     summary = {
         "flow": flow_name,
+        "sources": list(sources or []),
+        "warehouse": str(ctx.db_path.resolve()),
         "source_rows": counters.n_source_rows,
         "rows_without_email": counters.n_without_email,
         "unique_addresses": counters.n_unique,
@@ -194,40 +209,61 @@ def publish_summary(flow_name: str, counters: RunCounters, by_status: dict[str, 
         "by_status": by_status,
         "by_reason": by_reason,
         "gate": None if gate is None else ("passed" if gate["is_passed"] else "failed"),
-        "unknown_share": None if gate is None else round(gate["unknown_share"], 4),
+        "unknown_share": None if gate is None else round(gate["unknown_share"], 6),
+        "max_unknown_share": max_unknown_share,
+        "max_age_days": max_age_days,
         "exports": exports or {},
+        "report": None,
         "timings_s": counters.timings,
     }
     if counters.smtp_note:
         summary["warning"] = counters.smtp_note
         summary["diagnoses"] = counters.diagnoses
-    md = [f"# {flow_name}", "",
-          "| measure | value |", "|---|---|"]
-    for key in ("source_rows", "rows_without_email", "unique_addresses", "from_warehouse",
-                "verified_now", "failed_batches", "gate", "unknown_share"):
-        md.append(f"| {key.replace('_', ' ')} | {summary[key]} |")
-    md += ["", "| status | addresses |", "|---|---|"]
-    md += [f"| {k} | {v} |" for k, v in sorted(by_status.items())]
-    md += ["", "| reason | addresses |", "|---|---|"]
-    md += [f"| {k} | {v} |" for k, v in sorted(by_reason.items(), key=lambda kv: -kv[1])]
-    md += ["", "| step | seconds |", "|---|---|"]
-    md += [f"| {k} | {v} |" for k, v in counters.timings.items()]
-    if counters.smtp_note:
-        md += ["", f"> **Warning:** {counters.smtp_note}"]
-    create_markdown_artifact(markdown="\n".join(md), key=f"{flow_name}-summary",
+    return summary
+
+
+def write_run_report(wh: Warehouse, path: Path) -> str | None:
+    """Write the list-health report (:mod:`warehouse.report`) with the run's own connection;
+    a failure is a warning, never a failed run."""
+    from warehouse.report import write_report
+
+    try:
+        return str(write_report(wh, path).resolve())
+    except Exception as exc:  # the verdicts are in; a report we cannot write must not undo them
+        get_run_logger().warning("could not write the list-health report %s: %s", path, exc)
+        return None
+
+
+def complete_run(wh: Warehouse, run_id: str, summary: dict[str, Any], counters: RunCounters,
+               report_path: Path | None) -> dict[str, Any]:
+    """Close a completed run: record it, write its list-health report (which then shows
+    this run), publish the summary artifact (percent, words, paths) and log it."""
+    wh.finish_run(run_id, status="completed", finished_at=utcnow(), summary=summary,
+                  **counters.as_counts())
+    if report_path is not None:
+        t0 = time.perf_counter()
+        summary["report"] = write_run_report(wh, report_path)
+        counters.timings["report_s"] = round(time.perf_counter() - t0, 3)
+        wh.finish_run(run_id, status="completed", finished_at=utcnow(), summary=summary,
+                      **counters.as_counts())
+    create_markdown_artifact(markdown=summary_markdown(summary), key=f"{summary['flow']}-summary",
                              description="Run summary")
     get_run_logger().info("summary: %s", json.dumps({k: summary[k] for k in (
-        "unique_addresses", "from_warehouse", "verified_now", "by_status", "gate")}))
+        "unique_addresses", "from_warehouse", "verified_now", "by_status", "gate", "report")}))
     return summary
 
 
 def push_webhooks(wh: Warehouse, run_id: str, url: str, secret_env: str | None,
-                  retry_minutes: list[float], results: pl.DataFrame) -> dict[str, Any]:
-    """POST the run's results, signed, in batches; every attempt lands in webhook_deliveries."""
+                  retry_waits_minutes: list[float], results: pl.DataFrame) -> dict[str, Any]:
+    """POST the run's results, signed, in batches; every attempt lands in webhook_deliveries.
+
+    ``retry_waits_minutes`` are the waits between attempts: n waits, n + 1 attempts."""
     from tasks.webhooks import push_results
 
+    # mailsift.webhooks.deliver makes len(schedule) attempts and never waits the last entry
+    schedule = [60 * m for m in retry_waits_minutes] + [0.0]
     outcome = push_results(wh, run_id=run_id, url=url, secret_env=secret_env or "",
-                           results=results, schedule_seconds=[60 * m for m in retry_minutes])
+                           results=results, schedule_seconds=schedule)
     logger = get_run_logger()
     if outcome["failed"]:
         logger.warning("webhooks: %(failed)d of %(batches)d batches not delivered after retries; "

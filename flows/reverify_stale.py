@@ -7,27 +7,30 @@ verifications is append-only, latest_verifications shows the newest.
 from __future__ import annotations
 
 import shutil
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import polars as pl
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
 
 from flows.common import (
+    BackendChoice,
     RunCounters,
+    complete_run,
     counts,
     fail_run,
     gate_results,
-    publish_summary,
     push_webhooks,
     run_context,
+    summarize,
     verify_and_load,
     write_results,
 )
 from mailsift.errors import MailsiftError, WarehouseError
 from mailsift.result import utcnow
-from mailsift.settings import BackendName
 from pipeline.settings import DEFAULTS
 from warehouse import Warehouse
 
@@ -38,28 +41,33 @@ FLOW_NAME = "reverify-stale"
 
 @flow(name=FLOW_NAME, task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
 def reverify_stale(
-    max_age_days: int = DEFAULTS.max_age_days,
-    limit: int | None = None,
-    db: str | None = None,
-    max_unknown_share: float = DEFAULTS.max_unknown_share,
-    backend: BackendName | None = None,
-    batch_size: int = DEFAULTS.batch_size,
-    webhook_url: str | None = None,
-    webhook_secret_env: str | None = None,
-    webhook_retry_minutes: list[float] = list(DEFAULTS.webhook_retry_minutes),  # noqa: B006, B008 (Prefect parameter)
+    max_age_days: Annotated[int, Field(ge=0)] = DEFAULTS.max_age_days,
+    limit: Annotated[int, Field(ge=0)] = 0,
+    db: str = "",
+    max_unknown_share: Annotated[float, Field(ge=0.0, le=1.0)] = DEFAULTS.max_unknown_share,
+    backend: BackendChoice = "default",
+    batch_size: Annotated[int, Field(ge=1, le=5000)] = DEFAULTS.batch_size,
+    webhook_url: str = "",
+    webhook_secret_env: str = "",
+    webhook_retry_waits_minutes: Annotated[list[float], Field(min_length=1)] = list(DEFAULTS.webhook_retry_waits_minutes),  # noqa: B006, B008 (Prefect parameter)
+    report: str = "",
 ) -> dict[str, Any]:
     """Re-verify the addresses whose newest check is older than max_age_days.
 
     Args:
-        max_age_days: Re-check what was last verified longer ago than this.
-        limit: At most this many addresses per run (oldest first); all when empty.
-        db: The DuckDB warehouse file (default MAILSIFT_DB, else ./mailsift.duckdb).
-        max_unknown_share: Quality gate: the largest share of 'unknown' results let out.
-        backend: Verification backend: local, api or sandbox (default MAILSIFT_BACKEND).
+        max_age_days: Re-check what was last verified longer ago than this many days.
+        limit: At most this many addresses per run (oldest first); 0 for all.
+        db: The DuckDB warehouse file; leave empty for MAILSIFT_DB, else ./mailsift.duckdb.
+        max_unknown_share: Quality gate: the largest share of 'unknown' results let out (0.2 = 20 %).
+        backend: Verification backend; 'default' is the worker's MAILSIFT_BACKEND, else local.
         batch_size: Addresses per mapped verification task.
-        webhook_url: POST the new results here in signed batches after the run.
+        webhook_url: POST the new results here in signed batches after the run; leave empty for none.
         webhook_secret_env: Name of the environment variable that holds the webhook secret.
-        webhook_retry_minutes: Waits between webhook delivery attempts (5 attempts by default).
+        webhook_retry_waits_minutes: Minutes to wait before each retry of a failed webhook
+            delivery: 4 waits, 5 attempts by default; what still fails waits for
+            `mailsift webhooks retry`.
+        report: Where to write the list-health report (HTML); leave empty for
+            mailsift-report.html beside the warehouse.
     """
     logger = get_run_logger()
     ctx = run_context(backend, db, prefix="mailsift-reverify-")
@@ -72,7 +80,7 @@ def reverify_stale(
             logger.error("%s", exc)
             return Failed(message=str(exc), data=exc)
         with wh:
-            stale = wh.stale_emails(max_age_days=max_age_days, limit=limit)
+            stale = wh.stale_emails(max_age_days=max_age_days, limit=limit or None)
             logger.info("%d addresses last verified more than %d days ago", len(stale), max_age_days)
             wh.start_run(run_id, FLOW_NAME, ctx.backend, utcnow())
             emails = pl.DataFrame({"email": stale}, schema={"email": pl.String}).with_columns(
@@ -90,14 +98,14 @@ def reverify_stale(
                                         max_age_days=max_age_days)
             except MailsiftError as exc:
                 return fail_run(wh, run_id, exc, counters)
-            summary = publish_summary(FLOW_NAME, counters, counts(results, "status"),
-                                      counts(results, "reason"), gate, None)
+            summary = summarize(FLOW_NAME, counters, counts(results, "status"),
+                                counts(results, "reason"), gate, None, ctx=ctx,
+                                max_age_days=max_age_days, max_unknown_share=max_unknown_share)
             if webhook_url and results.height:
                 summary["webhooks"] = push_webhooks(
-                    wh, run_id, webhook_url, webhook_secret_env, webhook_retry_minutes, results
+                    wh, run_id, webhook_url, webhook_secret_env, webhook_retry_waits_minutes, results
                 )
-            wh.finish_run(run_id, status="completed", finished_at=utcnow(), summary=summary,
-                          **counters.as_counts())
-        return summary
+            report_path = Path(report) if report else ctx.db_path.with_name("mailsift-report.html")
+            return complete_run(wh, run_id, summary, counters, report_path)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

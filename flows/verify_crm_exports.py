@@ -1,34 +1,41 @@
 """Flow: CRM exports in; verified, gated, per-status CSVs out; every check kept in DuckDB.
 
     extract -> normalize -> dedupe -> freshness -> verify (mapped batches) -> load
-            -> quality gate -> export -> webhooks
+            -> quality gate -> export -> webhooks -> list-health report -> summary artifact
+
+Parameters are plain typed values as the Prefect run form shows them: an empty text
+means "not set" (no ``None`` toggles), ``backend`` is a select.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import polars as pl
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
 
 from flows.common import (
+    BackendChoice,
+    RunContext,
     RunCounters,
+    complete_run,
     counts,
     fail_run,
     gate_results,
-    publish_summary,
     push_webhooks,
     run_context,
+    summarize,
     verify_and_load,
     write_results,
 )
 from mailsift.errors import MailsiftError
 from mailsift.result import utcnow
-from mailsift.settings import BackendName
 from pipeline.settings import DEFAULTS
 from tasks.steps import extract_contacts, write_exports
 from warehouse import Warehouse
@@ -41,40 +48,42 @@ FLOW_NAME = "verify-crm-exports"
 @flow(name=FLOW_NAME, task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
 def verify_crm_exports(
     sources: list[str],
-    email_column: str | None = None,
-    max_age_days: int = DEFAULTS.max_age_days,
+    email_column: str = "",
+    max_age_days: Annotated[int, Field(ge=0)] = DEFAULTS.max_age_days,
     out_dir: str = "mailsift-out",
-    db: str | None = None,
-    retry_unknown_after_minutes: int = DEFAULTS.retry_unknown_after_minutes,
-    max_unknown_share: float = DEFAULTS.max_unknown_share,
-    backend: BackendName | None = None,
-    batch_size: int = DEFAULTS.batch_size,
-    webhook_url: str | None = None,
-    webhook_secret_env: str | None = None,
-    webhook_retry_minutes: list[float] = list(DEFAULTS.webhook_retry_minutes),  # noqa: B006, B008 (Prefect parameter)
+    db: str = "",
+    retry_unknown_after_minutes: Annotated[int, Field(ge=0)] = DEFAULTS.retry_unknown_after_minutes,
+    max_unknown_share: Annotated[float, Field(ge=0.0, le=1.0)] = DEFAULTS.max_unknown_share,
+    backend: BackendChoice = "default",
+    batch_size: Annotated[int, Field(ge=1, le=5000)] = DEFAULTS.batch_size,
+    webhook_url: str = "",
+    webhook_secret_env: str = "",
+    webhook_retry_waits_minutes: Annotated[list[float], Field(min_length=1)] = list(DEFAULTS.webhook_retry_waits_minutes),  # noqa: B006, B008 (Prefect parameter)
 ) -> dict[str, Any]:
     """Verify CRM exports and export one CSV per status, behind the quality gate.
 
     Args:
         sources: Files, globs or http(s) URLs of CRM exports (CSV, TSV, XLSX, JSON, NDJSON, Parquet).
-        email_column: The email column's name; found by header or content when empty.
-        max_age_days: Reuse warehouse results younger than this many days.
-        out_dir: Where valid.csv, risky.csv, invalid.csv, unknown.csv (and no_email.csv) go.
-        db: The DuckDB warehouse file (default MAILSIFT_DB, else ./mailsift.duckdb).
-        retry_unknown_after_minutes: Check 'unknown' results again once older than this.
-        max_unknown_share: Quality gate: the largest share of 'unknown' results let out.
-        backend: Verification backend: local, api or sandbox (default MAILSIFT_BACKEND).
+        email_column: The email column's name; leave empty to find it by header or content.
+        max_age_days: Reuse warehouse results younger than this many days instead of checking again.
+        out_dir: Where valid.csv, risky.csv, invalid.csv, unknown.csv (and no_email.csv) and report.html go.
+        db: The DuckDB warehouse file; leave empty for MAILSIFT_DB, else ./mailsift.duckdb.
+        retry_unknown_after_minutes: Check an 'unknown' result again once it is older than this.
+        max_unknown_share: Quality gate: the largest share of 'unknown' results let out (0.2 = 20 %).
+        backend: Verification backend; 'default' is the worker's MAILSIFT_BACKEND, else local.
         batch_size: Addresses per mapped verification task.
-        webhook_url: POST the results here in signed batches after the run.
+        webhook_url: POST the results here in signed batches after the run; leave empty for none.
         webhook_secret_env: Name of the environment variable that holds the webhook secret.
-        webhook_retry_minutes: Waits between webhook delivery attempts (5 attempts by default).
+        webhook_retry_waits_minutes: Minutes to wait before each retry of a failed webhook
+            delivery: 4 waits, 5 attempts by default; what still fails waits for
+            `mailsift webhooks retry`.
     """
     ctx = run_context(backend, db, prefix="mailsift-run-")
     run_id, work_dir = ctx.run_id, ctx.work_dir
     counters = RunCounters()
     try:
         t0 = time.perf_counter()
-        extracted = extract_contacts(sources, email_column, work_dir, return_state=True)
+        extracted = extract_contacts(sources, email_column or None, work_dir, return_state=True)
         if extracted.is_failed():  # one readable line naming the source; the warehouse is untouched
             error = extracted.result(raise_on_failure=False)
             return Failed(message=str(error), data=error)
@@ -87,27 +96,26 @@ def verify_crm_exports(
         with Warehouse.open(ctx.db_path) as wh:
             wh.start_run(run_id, FLOW_NAME, ctx.backend, utcnow())
             try:
-                result, results = _run(wh, info, run_id, ctx.backend, ctx.overrides, counters, work_dir,
-                              max_age_days, retry_unknown_after_minutes, max_unknown_share,
-                              batch_size, out_dir)
+                result, results = _run(wh, info, ctx, counters, sources, max_age_days,
+                                       retry_unknown_after_minutes, max_unknown_share,
+                                       batch_size, out_dir)
             except MailsiftError as exc:
                 return fail_run(wh, run_id, exc, counters)
             if webhook_url:
                 result["webhooks"] = push_webhooks(
-                    wh, run_id, webhook_url, webhook_secret_env, webhook_retry_minutes, results
+                    wh, run_id, webhook_url, webhook_secret_env, webhook_retry_waits_minutes, results
                 )
-            wh.finish_run(run_id, status="completed", finished_at=utcnow(), summary=result,
-                          **counters.as_counts())
-        return result
+            return complete_run(wh, run_id, result, counters, Path(out_dir) / "report.html")
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _run(wh: Warehouse, info: dict[str, Any], run_id: str, backend: str, overrides: dict[str, Any],
-         counters: RunCounters, work_dir: str, max_age_days: int, retry_unknown_after_minutes: int,
+def _run(wh: Warehouse, info: dict[str, Any], ctx: RunContext, counters: RunCounters,
+         sources: list[str], max_age_days: int, retry_unknown_after_minutes: int,
          max_unknown_share: float, batch_size: int, out_dir: str
          ) -> tuple[dict[str, Any], pl.DataFrame]:
     """Load, verify, gate and export; returns the summary and the run's results."""
+    run_id, work_dir = ctx.run_id, ctx.work_dir
     t0 = time.perf_counter()
     rows = pl.scan_parquet(info["rows"])  # only the five columns the warehouse keeps
     wh.upsert_contacts(
@@ -134,7 +142,7 @@ def _run(wh: Warehouse, info: dict[str, Any], run_id: str, backend: str, overrid
         "%d addresses have a fresh result in the warehouse, %d to verify",
         counters.n_from_warehouse, to_verify.height,
     )
-    verify_and_load(wh, to_verify, run_id=run_id, backend=backend, overrides=overrides,
+    verify_and_load(wh, to_verify, run_id=run_id, backend=ctx.backend, overrides=ctx.overrides,
                     batch_size=batch_size, counters=counters)
 
     results = wh.latest(unique.get_column("email"))
@@ -146,6 +154,7 @@ def _run(wh: Warehouse, info: dict[str, Any], run_id: str, backend: str, overrid
     t0 = time.perf_counter()
     exports = write_exports(info["rows"], results_path, out_dir)
     counters.timings["export_s"] = round(time.perf_counter() - t0, 3)
-    summary = publish_summary(FLOW_NAME, counters, counts(results, "status"),
-                              counts(results, "reason"), gate, exports)
+    summary = summarize(FLOW_NAME, counters, counts(results, "status"), counts(results, "reason"),
+                        gate, exports, ctx=ctx, sources=sources, max_age_days=max_age_days,
+                        max_unknown_share=max_unknown_share)
     return summary, results

@@ -148,15 +148,15 @@ def run(
 
     state = verify_crm_exports(
         sources=sources,
-        email_column=email_column,
+        email_column=email_column or "",
         max_age_days=max_age_days,
         out_dir=str(out),
         db=str(settings.db),
         max_unknown_share=max_unknown_share,
         backend=settings.backend,
         batch_size=batch_size,
-        webhook_url=webhook_url,
-        webhook_secret_env=webhook_secret_env,
+        webhook_url=webhook_url or "",
+        webhook_secret_env=webhook_secret_env or "",
         return_state=True,
     )
     _finish(state)
@@ -195,12 +195,12 @@ def reverify(
 
     state = reverify_stale(
         max_age_days=older_than_days,
-        limit=limit,
+        limit=limit or 0,
         db=str(settings.db),
         max_unknown_share=max_unknown_share,
         backend=settings.backend,
-        webhook_url=webhook_url,
-        webhook_secret_env=webhook_secret_env,
+        webhook_url=webhook_url or "",
+        webhook_secret_env=webhook_secret_env or "",
         return_state=True,
     )
     _finish(state)

@@ -38,10 +38,13 @@ class PipelineDefaults(BaseModel):
         description="The quality gate's largest share of 'unknown' results that may go out.",
     )
     batch_size: int = Field(500, ge=1, le=5000, description="Addresses per mapped verification task.")
-    webhook_retry_minutes: tuple[float, ...] = Field(
-        (1, 2, 4, 8, 16),
+    webhook_retry_waits_minutes: tuple[float, ...] = Field(
+        (1, 2, 4, 8),
         min_length=1,
-        description="Webhook delivery schedule, in minutes (see mailsift.webhooks.deliver).",
+        description=(
+            "Minutes to wait before each retry of a failed webhook delivery: 4 waits, so 5 "
+            "attempts; what still fails waits for `mailsift webhooks retry`."
+        ),
     )
     reverify_cron: str = Field("0 3 * * *", description="When the daily re-verification runs (UTC).")
 

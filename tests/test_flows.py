@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from flows.summary import md_text
 from mailsift.testing.http_server import HttpServer, Reply
 from mailsift.testing.world import World
 from mailsift.webhooks import verify_signature
@@ -63,6 +64,18 @@ def run_flow(**params):
     return verify_crm_exports(return_state=True, **params)
 
 
+def summary_artifact(state) -> str:
+    """The markdown of the run's summary artifact, as the Prefect UI shows it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    (summary,) = [a for a in artifacts if (a.key or "").endswith("-summary")]
+    return str(summary.data)
+
+
 def test_run_twice_second_run_reuses_the_warehouse(crm_world: World, tmp_path: Path) -> None:
     emails = [f"user{i}@acme.test" for i in range(20)] + ["nobody@acme.test", "info@acme.test",
               "x@globex.test", "a@gone.test", "b@grey.test", "not an email", ""]
@@ -83,6 +96,19 @@ def test_run_twice_second_run_reuses_the_warehouse(crm_world: World, tmp_path: P
     assert list(by_file["valid"][0])[:4] == HEADER  # original columns first, in order
     assert {"status", "score", "reason", "suggestion", "verified_at"} <= set(by_file["valid"][0])
     assert any("\n" in r["Notes"] for rows in by_file.values() for r in rows)
+
+    # the run's artifact, in percent and words, says what was read and where everything went
+    md = summary_artifact(state)
+    assert "| valid | 20 | 76.9 % |" in md and "| unknown | 1 | 3.8 % |" in md  # of 26
+    assert "**Quality gate passed**: 3.8 % of the addresses are unknown; the gate lets out at most 20.0 %" in md
+    assert "| reading the sources |" in md and "extract_s" not in md and "0.0385" not in md
+    assert "| mailbox not found | 1 |" in md
+    assert f"| source | {md_text(src)} |" in md  # escaped: a path stays text in the UI
+    report = out / "report.html"
+    assert summary["report"] == str(report.resolve()) and report.is_file()
+    assert f"| warehouse (DuckDB) | {md_text(db.resolve())} |" in md
+    assert f"| list-health report (open it in a browser) | {md_text(report.resolve())} |" in md
+    assert 'id="chart-status-history"' in report.read_text(encoding="utf-8")
 
     connections = sum(s.connections for s in crm_world.smtp.servers)
     rows_before = sql(db, "SELECT count(*) FROM verifications")[0][0]
@@ -119,6 +145,13 @@ def test_reverify_rechecks_what_is_older_than_30_days_and_keeps_history(crm_worl
     state = reverify_stale(db=str(db), return_state=True)
     assert state.is_completed(), state.message
     assert state.result()["verified_now"] == 6
+    report = tmp_path / "mailsift-report.html"  # beside the warehouse
+    assert state.result()["report"] == str(report.resolve())
+    html = report.read_text(encoding="utf-8")
+    assert html.count('class="bar" data-label=') >= 2  # the history now shows both runs
+    md = summary_artifact(state)
+    assert "Re-checked **6 addresses**" in md and "| valid | 6 | 100.0 % |" in md
+    assert md_text(report.resolve()) in md
     assert sql(db, "SELECT count(*) FROM stale_contacts")[0][0] == 0
     history = sql(db, "SELECT email, count(*), count(DISTINCT run_id) FROM verifications GROUP BY email")
     assert len(history) == 6 and all(n == 2 and runs == 2 for _, n, runs in history)
@@ -358,7 +391,7 @@ def test_failing_receiver_gets_five_attempts_then_webhooks_retry_delivers(
         receiver.set_default("/hook", Reply(503))
         state = run_flow(sources=[str(src)], db=str(db), out_dir=str(tmp_path / "o"),
                          webhook_url=receiver.url_for("/hook"), webhook_secret_env="CRM_HOOK_SECRET",
-                         webhook_retry_minutes=[0.0002] * 5)
+                         webhook_retry_waits_minutes=[0.0002] * 4)  # 4 waits: 5 attempts
         assert state.is_completed(), state.message  # a webhook outage does not fail the run
         assert state.result()["webhooks"]["failed"] == 1
         assert len(receiver.requests_for("/hook")) == 5
@@ -372,6 +405,28 @@ def test_failing_receiver_gets_five_attempts_then_webhooks_retry_delivers(
         first, last = receiver.requests_for("/hook")[0], receiver.requests_for("/hook")[-1]
     assert last.body == first.body and verify_signature(last.body, "another-secret", last.header("X-Webhook-Signature"))
     assert sql(db, "SELECT max(attempt), bool_or(is_delivered) FROM webhook_deliveries") == [(6, True)]
+
+
+@pytest.mark.parametrize("flow_path", ["flows.verify_crm_exports:verify_crm_exports",
+                                       "flows.reverify_stale:reverify_stale"])
+def test_the_run_form_shows_typed_values_and_a_backend_select(flow_path: str) -> None:
+    """The Prefect UI builds its run form from this schema: no 'str | None' toggles,
+    the backend's choices listed, the webhook schedule as its four waits, every field explained."""
+    import importlib
+
+    from prefect.utilities.callables import parameter_schema
+
+    module, name = flow_path.split(":")
+    flow = getattr(importlib.import_module(module), name)
+    props = parameter_schema(flow.fn).model_dump()["properties"]
+    for field, prop in props.items():
+        assert "anyOf" not in prop and prop.get("type") != "null", (field, prop)
+        assert prop.get("description"), f"{field} has no description in the form"
+    assert props["backend"]["enum"] == ["default", "local", "api", "sandbox"]
+    assert props["backend"]["default"] == "default"
+    assert props["webhook_retry_waits_minutes"]["default"] == [1, 2, 4, 8]
+    assert props["max_unknown_share"]["maximum"] == 1 and props["db"]["default"] == ""
+    assert "20 %" in props["max_unknown_share"]["description"]
 
 
 def test_reverify_without_a_warehouse_fails_with_one_line(tmp_path: Path) -> None:
