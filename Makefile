@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 lint: $(STAMP)
-	$(BIN)/ruff check mailsift pipeline flows tasks warehouse deployments tests benchmarks
+	$(BIN)/ruff check mailsift pipeline flows tasks warehouse deployments service tests benchmarks examples/api
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo-output mailsift-demo.duckdb

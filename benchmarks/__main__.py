@@ -36,6 +36,10 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "normalize": ("normalize + dedupe + batching of 1M messy CRM rows", ["--rows", "100000"]),
     "gate": ("the Great Expectations quality gate over 1M results", ["--rows", "100000", "--repeat", "1"]),
     "warehouse": ("DuckDB loads and freshness look-ups at 1M rows", ["--rows", "100000", "--objects", "10000"]),
+    "serve": (
+        "`mailsift serve`: /verify latency fresh and cached, cached lookups/s under 50 clients",
+        ["--addresses", "100", "--seconds", "5"],
+    ),
     "replies": ("classify_reply over 100,000 real SMTP replies (tests/data/smtp_replies.csv)", ["--calls", "20000"]),
 }
 

@@ -29,7 +29,7 @@ async def verify_all(emails: list[str], *, base_url: str | None = None, api_key:
 
     async def one(session: aiohttp.ClientSession, email: str) -> dict:
         async with semaphore:
-            for attempt in range(4):
+            for _attempt in range(4):
                 async with session.post(f"{base_url}/api/v1/verify", json={"email": email}) as response:
                     if response.status == 429:  # over the key's rate limit: wait as told
                         await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
