@@ -1,4 +1,4 @@
-"""The pipeline's commands: ``run``, ``reverify``, ``gate``, ``demo``, ``webhooks retry``,
+"""The pipeline's commands: ``run``, ``reverify``, ``gate``, ``report``, ``demo``, ``webhooks retry``,
 and the HTTP service's ``serve`` and ``keys`` (from :mod:`service.cli`).
 
 Mounted on the ``mailsift`` command by :class:`mailsift.cli.MailsiftGroup` (which imports
@@ -122,6 +122,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         console.print("reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])))
     for status, path in (summary.get("exports") or {}).items():
         console.print(f"  {status:>8}: {path}")
+    if summary.get("report"):
+        console.print(f"  list-health report: {summary['report']} (open it in a browser)")
     if summary.get("warning"):  # a cause the run's failures share (ours, not the list's)
         Console(stderr=True).print(f"[bold red]WARNING:[/] {summary['warning']}")
 
@@ -250,6 +252,32 @@ def gate(
         typer.echo(f"mailsift: could not record the gate run: {exc}", err=True)
     typer.echo(json.dumps(report.to_dict(), default=str) if as_json else render_table(report))
     raise typer.Exit(EXIT_OK if report.is_passed else EXIT_GATE_FAILED)
+
+
+@app.command()
+def report(
+    db: DbOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("mailsift-report.html"),
+) -> None:
+    """Write the list-health report: one HTML page to open in a browser.
+
+    Statuses and reasons now and run by run, verdict changes since the previous check, the
+    worst sources and domains, catch-all and role shares, the gate's history. Reads the
+    warehouse read-only; the page is self-contained and loads nothing from the network."""
+    from mailsift.errors import WarehouseError
+    from warehouse import Warehouse
+    from warehouse.report import write_report
+
+    settings = settings_from_flags(db=db)
+    try:
+        with Warehouse.open(settings.db, create=False, read_only=True) as wh:
+            path = write_report(wh, out)
+    except WarehouseError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"cannot write {out}: {exc.strerror or exc}") from None
+    typer.echo(f"list-health report: {path.resolve()}")
+    raise typer.Exit(EXIT_OK)
 
 
 DEMO_SQL = """\

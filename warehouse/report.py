@@ -395,6 +395,7 @@ _TEMPLATE = _ENV.from_string("""<!doctype html>
   table { border-collapse: collapse; width: 100%; font-size: 12.5px; margin-top: 6px; }
   th, td { text-align: left; padding: 3px 8px; border-bottom: 1px solid #e8ebf0; }
   td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+  td.when { white-space: nowrap; }
   td.email { font-family: ui-monospace, "DejaVu Sans Mono", monospace; word-break: break-all; }
   .empty { color: var(--muted); }
   footer { color: var(--muted); font-size: 12px; margin-top: 18px; }
@@ -452,7 +453,7 @@ _TEMPLATE = _ENV.from_string("""<!doctype html>
   {% if d.changed %}
   <details{% if d.changed | length <= 8 %} open{% endif %}><summary>the {{ d.changed | length }} newest changes</summary>
   <table id="table-changes"><tr><th>address</th><th>before</th><th>now</th><th>checked</th></tr>
-  {% for c in d.changed %}<tr><td class="email">{{ c.email }}</td><td>{{ c.before_status }} ({{ c.before_reason }})</td><td>{{ c.after_status }} ({{ c.after_reason }})</td><td>{{ c.after_at | when }}</td></tr>{% endfor %}
+  {% for c in d.changed %}<tr><td class="email">{{ c.email }}</td><td>{{ c.before_status }} ({{ c.before_reason }})</td><td>{{ c.after_status }} ({{ c.after_reason }})</td><td class="when">{{ (c.after_at | when)[:16] }}</td></tr>{% endfor %}
   </table></details>
   {% endif %}
 </section>
