@@ -10,7 +10,7 @@ export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench lint clean report-screenshot
 
 install: $(STAMP)
 
@@ -28,6 +28,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+report-screenshot: $(STAMP)
+	$(BIN)/python docs/make_report_screenshot.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check mailsift pipeline flows tasks warehouse deployments service tests benchmarks examples/api

@@ -359,6 +359,7 @@ def test_demo_shows_every_verdict_path_and_reruns_from_the_warehouse(cli_env, tm
                        "role_based", "greylisted", "smtp_blocked", "smtp_timeout", "nxdomain", "null_mx",
                        "dns_error", "disposable", "syntax"}
     assert {p.name for p in (tmp_path / "out").iterdir()} >= {"valid.csv", "risky.csv", "invalid.csv", "unknown.csv"}
+    assert "list-health report" in first.stdout and (tmp_path / "out" / "report.html").is_file()
     n = sql(tmp_path / "demo.duckdb", "SELECT count(*) FROM verifications")[0][0]
     again = mailsift(args, cli_env, tmp_path)
     assert again.returncode == 0, again.stderr

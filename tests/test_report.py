@@ -4,9 +4,12 @@ Debian's packages; the rendered DOM must hold the charts and the figures SQL giv
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import struct
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -314,3 +317,27 @@ def test_an_empty_warehouse_gives_a_page_that_says_so(tmp_path: Path) -> None:
     html = page.read_text(encoding="utf-8")
     assert html.count("nothing recorded yet") >= 4
     assert all(f'id="{ident}"' in html for ident in CHARTS)
+
+
+def mailsift(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSIFT_")}
+    return subprocess.run([sys.executable, "-m", "mailsift.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_mailsift_report_writes_the_page_and_leaves_the_warehouse_as_it_was(
+    warehouse_file: Path, tmp_path: Path
+) -> None:
+    before = hashlib.sha256(warehouse_file.read_bytes()).hexdigest()
+    proc = mailsift(["report", "--db", str(warehouse_file), "--out", "out/health.html"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    page = tmp_path / "out" / "health.html"
+    assert str(page.resolve()) in proc.stdout
+    html = page.read_text(encoding="utf-8")
+    assert all(f'id="{ident}"' in html for ident in CHARTS)
+    assert hashlib.sha256(warehouse_file.read_bytes()).hexdigest() == before  # opened read-only
+
+    missing = mailsift(["report", "--db", str(tmp_path / "none.duckdb")], tmp_path)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.count("\n") == 1 and "none.duckdb" in missing.stderr
+    assert not (tmp_path / "none.duckdb").exists() and not (tmp_path / "mailsift-report.html").exists()
