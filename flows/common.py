@@ -254,8 +254,11 @@ def complete_run(wh: Warehouse, run_id: str, summary: dict[str, Any], counters: 
 
 
 def push_webhooks(wh: Warehouse, run_id: str, url: str, secret_env: str | None,
-                  retry_waits_minutes: list[float], results: pl.DataFrame) -> dict[str, Any]:
-    """POST the run's results, signed, in batches; every attempt lands in webhook_deliveries.
+                  retry_waits_minutes: list[float], results: pl.DataFrame,
+                  webhook_format: str = "batch") -> dict[str, Any]:
+    """POST the run's results, signed, in batches (``webhook_format`` ``per-address``: one
+    POST per result, the integration guide's shape); every attempt lands in
+    webhook_deliveries.
 
     ``retry_waits_minutes`` are the waits between attempts: n waits, n + 1 attempts."""
     from tasks.webhooks import push_results
@@ -263,7 +266,8 @@ def push_webhooks(wh: Warehouse, run_id: str, url: str, secret_env: str | None,
     # mailsift.webhooks.deliver makes len(schedule) attempts and never waits the last entry
     schedule = [60 * m for m in retry_waits_minutes] + [0.0]
     outcome = push_results(wh, run_id=run_id, url=url, secret_env=secret_env or "",
-                           results=results, schedule_seconds=schedule)
+                           results=results, schedule_seconds=schedule,
+                           per_address=webhook_format == "per-address")
     logger = get_run_logger()
     if outcome["failed"]:
         logger.warning("webhooks: %(failed)d of %(batches)d batches not delivered after retries; "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import polars as pl
 from prefect import flow, get_run_logger
@@ -49,6 +49,7 @@ def reverify_stale(
     batch_size: Annotated[int, Field(ge=1, le=5000)] = DEFAULTS.batch_size,
     webhook_url: str = "",
     webhook_secret_env: str = "",
+    webhook_format: Literal["batch", "per-address"] = "batch",
     webhook_retry_waits_minutes: Annotated[list[float], Field(min_length=1)] = list(DEFAULTS.webhook_retry_waits_minutes),  # noqa: B006, B008 (Prefect parameter)
     report: str = "",
 ) -> dict[str, Any]:
@@ -63,6 +64,8 @@ def reverify_stale(
         batch_size: Addresses per mapped verification task.
         webhook_url: POST the new results here in signed batches after the run; leave empty for none.
         webhook_secret_env: Name of the environment variable that holds the webhook secret.
+        webhook_format: "batch" (500 results a POST) or "per-address" (one POST per result,
+            the contract at the top level plus run_id, as mailsift serve sends them).
         webhook_retry_waits_minutes: Minutes to wait before each retry of a failed webhook
             delivery: 4 waits, 5 attempts by default; what still fails waits for
             `mailsift webhooks retry`.
@@ -103,7 +106,8 @@ def reverify_stale(
                                 max_age_days=max_age_days, max_unknown_share=max_unknown_share)
             if webhook_url and results.height:
                 summary["webhooks"] = push_webhooks(
-                    wh, run_id, webhook_url, webhook_secret_env, webhook_retry_waits_minutes, results
+                    wh, run_id, webhook_url, webhook_secret_env, webhook_retry_waits_minutes, results,
+                    webhook_format,
                 )
             report_path = Path(report) if report else ctx.db_path.with_name("mailsift-report.html")
             return complete_run(wh, run_id, summary, counters, report_path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import polars as pl
 from prefect import flow, get_run_logger
@@ -58,6 +58,7 @@ def verify_crm_exports(
     batch_size: Annotated[int, Field(ge=1, le=5000)] = DEFAULTS.batch_size,
     webhook_url: str = "",
     webhook_secret_env: str = "",
+    webhook_format: Literal["batch", "per-address"] = "batch",
     webhook_retry_waits_minutes: Annotated[list[float], Field(min_length=1)] = list(DEFAULTS.webhook_retry_waits_minutes),  # noqa: B006, B008 (Prefect parameter)
 ) -> dict[str, Any]:
     """Verify CRM exports and export one CSV per status, behind the quality gate.
@@ -74,6 +75,8 @@ def verify_crm_exports(
         batch_size: Addresses per mapped verification task.
         webhook_url: POST the results here in signed batches after the run; leave empty for none.
         webhook_secret_env: Name of the environment variable that holds the webhook secret.
+        webhook_format: "batch" (500 results a POST) or "per-address" (one POST per result,
+            the contract at the top level plus run_id, as mailsift serve sends them).
         webhook_retry_waits_minutes: Minutes to wait before each retry of a failed webhook
             delivery: 4 waits, 5 attempts by default; what still fails waits for
             `mailsift webhooks retry`.
@@ -103,7 +106,8 @@ def verify_crm_exports(
                 return fail_run(wh, run_id, exc, counters)
             if webhook_url:
                 result["webhooks"] = push_webhooks(
-                    wh, run_id, webhook_url, webhook_secret_env, webhook_retry_waits_minutes, results
+                    wh, run_id, webhook_url, webhook_secret_env, webhook_retry_waits_minutes, results,
+                    webhook_format,
                 )
             return complete_run(wh, run_id, result, counters, Path(out_dir) / "report.html")
     finally:

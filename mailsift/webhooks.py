@@ -69,7 +69,10 @@ __all__ = [
     "DEFAULT_SCHEDULE",
     "SIGNATURE_HEADER",
     "DeliveryAttempt",
+    "WEBHOOK_FORMATS",
     "build_payloads",
+    "build_per_address_payloads",
+    "per_address_body",
     "check_url",
     "deliver",
     "delivery_id",
@@ -200,6 +203,33 @@ def build_payloads(
     return payloads
 
 
+#: ``batch``: :func:`build_payloads` (the default of ``mailsift run``); ``per-address``:
+#: :func:`build_per_address_payloads`, the integration guide's shape (``mailsift serve``).
+WEBHOOK_FORMATS: tuple[str, ...] = ("batch", "per-address")
+
+
+def per_address_body(result: Mapping[str, Any], **extra: Any) -> bytes:
+    """One result as the integration guide's receiver reads it: the contract's fields at
+    the top level (``data["email"]``, ``data["status"]``), plus ``extra`` (``run_id`` or
+    ``job_id``). Compact, ASCII-escaped JSON (any string is an address, lone surrogates
+    included), the bytes that are signed and stored."""
+    return json.dumps(
+        {**result, **extra}, separators=(",", ":"), ensure_ascii=True, allow_nan=False,
+        default=_json_default,
+    ).encode("ascii")
+
+
+def build_per_address_payloads(
+    results: Sequence[VerificationResult] | Sequence[Mapping[str, Any]], *, run_id: str
+) -> list[tuple[str, bytes]]:
+    """One body per result (:func:`per_address_body` with ``run_id``), delivery ids stable
+    per run and position: ``[(delivery_id, body), ...]``."""
+    return [
+        (delivery_id(f"{run_id}\x00per-address", i), per_address_body(_contract(item), run_id=str(run_id)))
+        for i, item in enumerate(results)
+    ]
+
+
 # -- delivery -----------------------------------------------------------------------------
 
 
@@ -222,6 +252,8 @@ class DeliveryAttempt:
 def _describe(body: bytes) -> tuple[int | None, int | None]:
     try:
         data = json.loads(body)
+        if "email" in data:  # one result (per-address format)
+            return None, 1
         return int(data["batch_index"]), len(data["results"])
     except (ValueError, KeyError, TypeError):
         return None, None

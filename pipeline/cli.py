@@ -55,6 +55,13 @@ WebhookUrlOpt = Annotated[Optional[str], typer.Option("--webhook-url", help="POS
 WebhookSecretOpt = Annotated[
     Optional[str], typer.Option("--webhook-secret-env", help="Name of the env var holding the webhook secret.")
 ]
+WebhookFormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--webhook-format",
+        help="batch (500 results a POST) or per-address (one POST per result, as mailsift serve sends).",
+    ),
+]
 
 
 def _pipeline_env() -> None:
@@ -68,6 +75,12 @@ def _pipeline_env() -> None:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     }.items():
         os.environ.setdefault(key, value)
+
+
+def _check_webhook_format(value: str) -> str:
+    if value not in ("batch", "per-address"):
+        raise fail(f"--webhook-format must be batch or per-address, not {value!r}")
+    return value
 
 
 def _check_webhook(url: str | None, secret_env: str | None) -> None:
@@ -140,6 +153,7 @@ def run(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=5000)] = DEFAULTS.batch_size,
     webhook_url: WebhookUrlOpt = None,
     webhook_secret_env: WebhookSecretOpt = None,
+    webhook_format: WebhookFormatOpt = "batch",
 ) -> None:
     """Verify CRM exports into the warehouse and write one CSV per status (behind the gate)."""
     _pipeline_env()
@@ -159,6 +173,7 @@ def run(
         batch_size=batch_size,
         webhook_url=webhook_url or "",
         webhook_secret_env=webhook_secret_env or "",
+        webhook_format=_check_webhook_format(webhook_format),
         return_state=True,
     )
     _finish(state)
@@ -187,6 +202,7 @@ def reverify(
     backend: BackendOpt = None,
     webhook_url: WebhookUrlOpt = None,
     webhook_secret_env: WebhookSecretOpt = None,
+    webhook_format: WebhookFormatOpt = "batch",
 ) -> None:
     """Re-verify every address whose newest check is older than --older-than-days."""
     _pipeline_env()
@@ -203,6 +219,7 @@ def reverify(
         backend=settings.backend,
         webhook_url=webhook_url or "",
         webhook_secret_env=webhook_secret_env or "",
+        webhook_format=_check_webhook_format(webhook_format),
         return_state=True,
     )
     _finish(state)

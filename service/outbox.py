@@ -28,7 +28,6 @@ address's index in the job, URL credentials redacted).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -36,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from mailsift import __version__
+from mailsift import __version__, webhooks
 from mailsift.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 from service.settings import ServeSettings
 from service.state import ServiceState
@@ -57,9 +56,10 @@ def delivery_id(job_id: str, index: int) -> str:
 
 
 def per_address_body(result: dict[str, Any], job_id: str) -> bytes:
-    """The exact bytes POSTed: the contract's fields at the top level, plus ``job_id``."""
-    return json.dumps({**result, "job_id": job_id}, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False, default=str).encode()
+    """The exact bytes POSTed: the contract's fields at the top level, plus ``job_id``
+    (:func:`mailsift.webhooks.per_address_body`, the shape ``mailsift run
+    --webhook-format per-address`` sends too)."""
+    return webhooks.per_address_body(result, job_id=job_id)
 
 
 def signed(result: dict[str, Any], job_id: str, index: int, url: str, secret: str) -> tuple[str, str, bytes, str]:

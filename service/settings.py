@@ -62,10 +62,7 @@ class ServeSettings(BaseSettings):
         description="Comma list of seconds between attempts (attempts = waits + 1).",
     )
     webhook_timeout: float = Field(10.0, gt=0)
-    webhook_concurrency: int = Field(20, gt=0)
-    allow_private_webhooks: bool = Field(
-        True, description="Allow webhook URLs on loopback/private addresses."
-    )
+    webhook_concurrency: int = Field(20, gt=0, description="Webhook POSTs in flight at once.")
 
     # Prefect
     prefect: bool | None = Field(

@@ -48,11 +48,17 @@ def push_results(
     results: pl.DataFrame,
     schedule_seconds: Sequence[float],
     batch_size: int = DEFAULTS.batch_size,
+    per_address: bool = False,
 ) -> dict[str, Any]:
-    """POST ``results`` in signed batches; returns delivered/failed counts."""
+    """POST ``results`` in signed batches (or one signed POST per result with
+    ``per_address``); returns delivered/failed counts (``batches``: bodies sent)."""
     secret = webhooks.secret_from_env(secret_env)
     webhooks.check_url(url)
-    payloads = webhooks.build_payloads(results_from_frame(results), run_id=run_id, batch_size=batch_size)
+    items = results_from_frame(results)
+    if per_address:
+        payloads = webhooks.build_per_address_payloads(items, run_id=run_id)
+    else:
+        payloads = webhooks.build_payloads(items, run_id=run_id, batch_size=batch_size)
     attempts = asyncio.run(
         webhooks.deliver(url, secret, payloads, schedule=schedule_seconds, on_attempt=_recorder(wh, run_id))
     )

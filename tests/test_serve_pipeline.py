@@ -4,6 +4,9 @@ service's warehouse while it serves, and a bulk job is a Prefect flow run with i
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import subprocess
 import sys
 import threading
@@ -14,9 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mailsift.testing.http_server import HttpServer, Reply
 from mailsift.testing.world import World
 from tests.serve_fixtures import add_key, populate, running_service
 from warehouse import Warehouse
+
+SECRET = "whsec_pipeline_DO_NOT_LEAK"
 
 
 @pytest.fixture
@@ -43,14 +49,18 @@ def test_run_gate_and_a_bulk_flow_run_while_the_service_serves(
     export = tmp_path / "crm.csv"
     export.write_text("email,name\n" + "".join(
         f"user{i}@shop{i % 5}.test,U{i}\n" for i in range(1, 120)) + "jane@acme.test,Jane\n")
-    env = {**cli_env, **busy_world.env(), "MAILSIFT_DB": str(db)}
+    env = {**cli_env, **busy_world.env(), "MAILSIFT_DB": str(db), "CRM_HOOK_SECRET": SECRET}
+    receiver = HttpServer().start()
+    receiver.set_default("/crm", Reply(204))
     with running_service(busy_world, tmp_path, db=db, base_env=cli_env) as service:
         stop, codes = threading.Event(), []
         traffic = threading.Thread(target=hammer, args=(service.url, key, stop, codes))
         traffic.start()
         try:
             run = subprocess.run(
-                [sys.executable, "-m", "mailsift.cli", "run", str(export), "--out", str(tmp_path / "out")],
+                [sys.executable, "-m", "mailsift.cli", "run", str(export), "--out", str(tmp_path / "out"),
+                 "--webhook-url", receiver.url_for("/crm"), "--webhook-secret-env", "CRM_HOOK_SECRET",
+                 "--webhook-format", "per-address"],
                 env=env, capture_output=True, text=True, timeout=240,
             )
             assert run.returncode == 0, run.stdout + run.stderr
@@ -61,6 +71,15 @@ def test_run_gate_and_a_bulk_flow_run_while_the_service_serves(
             stop.set()
             traffic.join(60)
         assert codes and set(codes) == {200}
+        # the run's webhooks in the guide's shape: one signed POST per address
+        hooks = receiver.requests_for("/crm")
+        receiver.stop()
+        bodies = [json.loads(h.body) for h in hooks]
+        assert sorted(b["email"] for b in bodies) == sorted(
+            [f"user{i}@shop{i % 5}.test" for i in range(1, 120)] + ["jane@acme.test"])
+        assert all(h.header("X-Webhook-Signature") == hmac.new(SECRET.encode(), h.body, hashlib.sha256).hexdigest()
+                   for h in hooks)
+        assert {b["status"] for b in bodies} == {"valid", "invalid"} and len({b["run_id"] for b in bodies}) == 1
 
         # a bulk job is a flow run of verify-address-list, with its summary artifact
         with service.client(key) as client:
