@@ -203,7 +203,7 @@ def create_app(
             "status": "ok",
             "version": __version__,
             "uptime_s": round(time.time() - service.started_at, 1),
-            "pending_warehouse_rows": len(service.state.pending_results(limit=1_000_000)),
+            "pending_warehouse_rows": service.state.count_pending_results(),
             "webhooks": service.state.outbox_counts(),
         }
 

@@ -105,6 +105,9 @@ class ServiceState:
         )
         return [(i, run, backend, json.loads(row)) for i, run, backend, row in rows]
 
+    def count_pending_results(self) -> int:
+        return int(self._read("SELECT count(*) FROM pending_verifications")[0][0])
+
     def drop_pending_results(self, ids: Sequence[int]) -> None:
         self._write("DELETE FROM pending_verifications WHERE id = ?", ((i,) for i in ids))
 
