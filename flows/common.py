@@ -23,11 +23,12 @@ from flows.summary import summary_markdown
 from mailsift.diagnosis import PathDiagnostics
 from mailsift.errors import BackendAuthError, QualityGateFailed
 from mailsift.result import utcnow
-from mailsift.settings import BackendName
+from mailsift.settings import BackendName, db_location
 from tasks.normalize import batches_by_domain
 from tasks.steps import quality_gate, verify_batch
 from tasks.verify import resolver_health_sync, settings_with
 from warehouse import RESULT_SCHEMA, Warehouse
+from warehouse.redaction import redact_url
 
 __all__ = [
     "BackendChoice",
@@ -72,8 +73,16 @@ class RunContext:
 
     run_id: str
     backend: str
-    db_path: Path
+    db_path: Path | str  # a DuckDB file, or a postgresql:// URL (mailsift.settings.db_location)
     work_dir: str
+
+    @property
+    def warehouse_name(self) -> str:
+        """The warehouse as shown to people: the file's absolute path, or the URL with
+        its credentials redacted."""
+        if isinstance(self.db_path, Path):
+            return str(self.db_path.resolve())
+        return redact_url(self.db_path)
 
     @property
     def overrides(self) -> dict[str, Any]:
@@ -87,7 +96,7 @@ def run_context(backend: str | None, db: str | None, prefix: str) -> RunContext:
     return RunContext(
         run_id=str(flow_run.get_id() or f"local-{int(time.time() * 1000)}"),
         backend=settings.backend,
-        db_path=Path(db) if db else settings.db,
+        db_path=db_location(db) if db else settings.db,
         work_dir=tempfile.mkdtemp(prefix=prefix),
     )
 
@@ -199,7 +208,7 @@ def summarize(flow_name: str, counters: RunCounters, by_status: dict[str, int],
     summary = {
         "flow": flow_name,
         "sources": list(sources or []),
-        "warehouse": str(ctx.db_path.resolve()),
+        "warehouse": ctx.warehouse_name,
         "source_rows": counters.n_source_rows,
         "rows_without_email": counters.n_without_email,
         "unique_addresses": counters.n_unique,

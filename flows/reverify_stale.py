@@ -109,7 +109,8 @@ def reverify_stale(
                     wh, run_id, webhook_url, webhook_secret_env, webhook_retry_waits_minutes, results,
                     webhook_format,
                 )
-            report_path = Path(report) if report else ctx.db_path.with_name("mailsift-report.html")
+            beside = ctx.db_path if isinstance(ctx.db_path, Path) else Path("mailsift.duckdb")
+            report_path = Path(report) if report else beside.with_name("mailsift-report.html")
             return complete_run(wh, run_id, summary, counters, report_path)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

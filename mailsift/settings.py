@@ -8,7 +8,26 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["BackendName", "Nameserver", "Settings"]
+__all__ = ["BackendName", "Nameserver", "Settings", "db_location", "is_database_url"]
+
+#: URL schemes MAILSIFT_DB takes besides a DuckDB file path (a shared PostgreSQL warehouse).
+DATABASE_URL_SCHEMES: tuple[str, ...] = ("postgresql", "postgres")
+
+
+def is_database_url(value: object) -> bool:
+    """True for a PostgreSQL URL (``postgresql://``, ``postgres://``, ``postgresql+driver://``)."""
+    if not isinstance(value, str):
+        return False
+    scheme, sep, _ = value.strip().partition("://")
+    return bool(sep) and scheme.split("+", 1)[0].lower() in DATABASE_URL_SCHEMES
+
+
+def db_location(value: str | Path) -> str | Path:
+    """MAILSIFT_DB as the warehouse takes it: a database URL stays text (a ``Path`` would
+    fold its ``//``), anything else is a file ``Path``."""
+    if isinstance(value, str) and is_database_url(value):
+        return value.strip()
+    return Path(value)
 
 #: The verification backends by name: the one list (CLI choices, flow parameters, settings).
 BackendName = Literal["local", "api", "sandbox"]
@@ -109,7 +128,10 @@ class Settings(BaseSettings):
     api_retries: int = Field(3, ge=1)
 
     # Warehouse
-    db: Path = Path("mailsift.duckdb")
+    db: Path | str = Field(
+        Path("mailsift.duckdb"),
+        description="The warehouse: a DuckDB file, or a postgresql:// URL shared by several hosts.",
+    )
 
     # mailsift doctor (checks of this host's own mail path)
     egress_ip: str | None = Field(
@@ -133,6 +155,11 @@ class Settings(BaseSettings):
     download_stall_timeout: float = Field(
         30.0, gt=0, description="Seconds a download may wait for the next bytes (and to connect)."
     )
+
+    @field_validator("db", mode="before")
+    @classmethod
+    def _db_location(cls, value: object) -> object:
+        return db_location(value) if isinstance(value, str | Path) else value
 
     @field_validator("dns_nameservers", mode="before")
     @classmethod

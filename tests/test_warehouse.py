@@ -15,6 +15,7 @@ import pytest
 
 from mailsift.errors import WarehouseError
 from mailsift.result import Checks, VerificationResult
+from tests.pg_fixtures import pg_server, pg_url
 from warehouse import (
     HISTORY_SCHEMA,
     LATEST_VERSION,
@@ -26,6 +27,8 @@ from warehouse import (
     results_from_frame,
 )
 from warehouse.migrations import Migration, migrate
+
+__all__ = ["pg_server", "pg_url"]  # the fixtures, imported for pytest
 
 TABLES = {
     "schema_migrations",
@@ -86,9 +89,12 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "mailsift.duckdb"
 
 
-@pytest.fixture
-def wh(db: Path):
-    with Warehouse.open(db) as warehouse:
+@pytest.fixture(params=["duckdb", "postgresql"])
+def wh(request: pytest.FixtureRequest, db: Path):
+    """The warehouse on each engine: a DuckDB file, and a PostgreSQL database (the
+    shared warehouse of several hosts) with the same contract."""
+    target = str(db) if request.param == "duckdb" else request.getfixturevalue("pg_url")
+    with Warehouse.open(target) as warehouse:
         yield warehouse
 
 

@@ -14,6 +14,11 @@ Rules for a new migration:
   ``ALTER TABLE t ADD COLUMN IF NOT EXISTS c VARCHAR``.
 - Views are replaced with ``CREATE OR REPLACE VIEW`` from :data:`warehouse.schema.VIEWS`.
 
+The same migrations run on a PostgreSQL warehouse (:mod:`warehouse.postgres`): there
+``con`` is a small adapter with the duckdb connection's ``execute``/``begin``/``commit``/
+``rollback`` and ``dialect = "postgresql"``; a step that writes DDL asks
+:func:`dialect_of` which spelling to use (:mod:`warehouse.schema` compiles for both).
+
 Opening a database refuses (:class:`~mailsift.errors.WarehouseError`) when its recorded
 version is newer than :data:`LATEST_VERSION`, when its history differs from ours, or when it
 holds tables but no ``schema_migrations`` (it was not made by mailsift).
@@ -36,6 +41,7 @@ __all__ = [
     "Migration",
     "applied_migrations",
     "check_schema",
+    "dialect_of",
     "migrate",
 ]
 
@@ -52,21 +58,26 @@ class Migration(NamedTuple):
         return f"{self.version:03d}_{self.name}"
 
 
+def dialect_of(con: object) -> str:
+    """``duckdb`` for a duckdb connection, else the adapter's ``dialect`` (``postgresql``)."""
+    return str(getattr(con, "dialect", "duckdb"))
+
+
 def _initial(con: duckdb.DuckDBPyConnection) -> None:
     """Every table of :mod:`warehouse.schema` (schema_migrations exists already)."""
-    for statement in schema.create_table_statements():
+    for statement in schema.create_table_statements(dialect=dialect_of(con)):
         con.execute(statement)
 
 
 def _views(con: duckdb.DuckDBPyConnection) -> None:
     for name in schema.VIEWS:
-        for statement in schema.view_ddl(name):
+        for statement in schema.view_ddl(name, dialect=dialect_of(con)):
             con.execute(statement)
 
 
 def _api_keys(con: duckdb.DuckDBPyConnection) -> None:
     """The keys of ``mailsift serve`` (a no-op on a fresh database: 001 made it)."""
-    for statement in schema.table_ddl(schema.api_keys, if_not_exists=True):
+    for statement in schema.table_ddl(schema.api_keys, if_not_exists=True, dialect=dialect_of(con)):
         con.execute(statement)
 
 
@@ -80,6 +91,12 @@ LATEST_VERSION: int = MIGRATIONS[-1].version
 
 
 def _user_relations(con: duckdb.DuckDBPyConnection) -> list[str]:
+    if dialect_of(con) == "postgresql":
+        rows = con.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = current_schema() ORDER BY 1"
+        ).fetchall()
+        return [name for (name,) in rows]
     rows = con.execute(
         """
         SELECT table_name FROM duckdb_tables()
@@ -147,7 +164,9 @@ def migrate(
     for migration in pending:
         con.begin()
         try:
-            for statement in schema.table_ddl(schema.schema_migrations, if_not_exists=True):
+            for statement in schema.table_ddl(
+                schema.schema_migrations, if_not_exists=True, dialect=dialect_of(con)
+            ):
                 con.execute(statement)
             if isinstance(migration.step, str):
                 con.execute(migration.step)

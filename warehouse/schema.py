@@ -24,6 +24,13 @@ Small tables (runs, quality_runs, webhook_deliveries) keep their primary keys.
 The DDL is compiled with duckdb-engine's dialect (checked against duckdb 2.0.1: CREATE
 TABLE, CHECK constraints, server defaults and COMMENT ON all compile and run) and executed
 through the plain ``duckdb`` connection, never through a SQLAlchemy engine.
+
+A shared warehouse on PostgreSQL (``MAILSIFT_DB=postgresql://...``, see
+:mod:`warehouse.postgres`) gets the same tables compiled with SQLAlchemy's PostgreSQL
+dialect, plus the unique indexes of :data:`POSTGRES_INDEXES`: there several processes
+write at once, so the keys the DuckDB store keeps by itself are declared, and loads use
+``ON CONFLICT DO NOTHING``. Views that need another spelling there are in
+:data:`POSTGRES_VIEWS` (same names, same columns).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from duckdb_engine import Dialect as DuckDBDialect
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateTable, SetColumnComment, SetTableComment
 
 from mailsift.result import CHECK_NAMES
@@ -38,6 +46,9 @@ from pipeline.settings import DEFAULTS
 
 __all__ = [
     "CHECK_COLUMNS",
+    "DIALECTS",
+    "POSTGRES_INDEXES",
+    "POSTGRES_VIEWS",
     "QUALITY_SCOPES",
     "RUN_COUNT_COLUMNS",
     "RUN_STATUSES",
@@ -284,31 +295,68 @@ _VIEW_COMMENTS: dict[str, str] = {
     ),
 }
 
-_DIALECT = DuckDBDialect()
+#: The same views spelled for PostgreSQL where DuckDB's text does not run there (no
+#: ``QUALIFY``, no ``rowid``, ``INTERVAL '30 days'``). A view missing here is created
+#: from :data:`VIEWS` as written, so a plain-SQL view needs no second spelling.
+POSTGRES_VIEWS: dict[str, str] = {
+    "latest_verifications": f"""
+        SELECT DISTINCT ON (email) {_VERIFICATION_COLUMNS} FROM verifications
+        ORDER BY email, verified_at DESC, verification_id DESC
+    """,
+    "stale_contacts": f"""
+        SELECT c.email, c.domain, l.verified_at AS last_verified_at, l.status AS last_status
+        FROM contacts AS c
+        LEFT JOIN latest_verifications AS l ON l.email = c.email
+        WHERE l.verified_at IS NULL
+           OR l.verified_at <= now() - INTERVAL '{int(DEFAULTS.max_age_days)} days'
+    """,
+}
+
+#: PostgreSQL only: the keys the one-writer DuckDB store keeps by itself, declared so
+#: that concurrent writers load "exactly once" with ``ON CONFLICT DO NOTHING``. The
+#: verifications key leads with email, so it also serves "newest per email".
+POSTGRES_INDEXES: tuple[str, ...] = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS contacts_email_key ON contacts (email)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS contact_sources_run_row_key "
+    "ON contact_sources (run_id, source, row_number)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS verifications_email_at_run_key "
+    "ON verifications (email, verified_at, run_id)",
+)
+
+#: SQLAlchemy dialect per warehouse engine name (``duckdb``, ``postgresql``).
+DIALECTS: dict[str, Dialect] = {"duckdb": DuckDBDialect(), "postgresql": postgresql.dialect()}
 
 
-def table_ddl(table: sa.Table, *, if_not_exists: bool = False) -> list[str]:
-    """CREATE TABLE plus COMMENT ON statements for one table, compiled for DuckDB."""
+def table_ddl(
+    table: sa.Table, *, if_not_exists: bool = False, dialect: str = "duckdb"
+) -> list[str]:
+    """CREATE TABLE plus COMMENT ON statements for one table, compiled for ``dialect``
+    (``duckdb`` or ``postgresql``)."""
+    compiler = DIALECTS[dialect]
     create = CreateTable(table, if_not_exists=if_not_exists)
-    statements = [str(create.compile(dialect=_DIALECT)).strip()]
+    statements = [str(create.compile(dialect=compiler)).strip()]
     if table.comment:
-        statements.append(str(SetTableComment(table).compile(dialect=_DIALECT)))
+        statements.append(str(SetTableComment(table).compile(dialect=compiler)))
     for column in table.columns:
         if column.comment:
-            statements.append(str(SetColumnComment(column).compile(dialect=_DIALECT)))
+            statements.append(str(SetColumnComment(column).compile(dialect=compiler)))
     return statements
 
 
-def create_table_statements(*tables: sa.Table) -> list[str]:
+def create_table_statements(*tables: sa.Table, dialect: str = "duckdb") -> list[str]:
     """DDL for ``tables`` (all of :data:`metadata` but schema_migrations when none given)."""
     chosen = tables or tuple(t for t in metadata.sorted_tables if t is not schema_migrations)
-    return [statement for table in chosen for statement in table_ddl(table)]
+    statements = [s for table in chosen for s in table_ddl(table, dialect=dialect)]
+    if dialect == "postgresql" and not tables:
+        statements.extend(POSTGRES_INDEXES)
+    return statements
 
 
-def view_ddl(name: str) -> list[str]:
+def view_ddl(name: str, *, dialect: str = "duckdb") -> list[str]:
     """CREATE OR REPLACE VIEW and its COMMENT for one of :data:`VIEWS`."""
     comment = _VIEW_COMMENTS[name].replace("'", "''")
+    text = POSTGRES_VIEWS.get(name, VIEWS[name]) if dialect == "postgresql" else VIEWS[name]
     return [
-        f"CREATE OR REPLACE VIEW {name} AS {VIEWS[name].strip()}",
+        f"CREATE OR REPLACE VIEW {name} AS {text.strip()}",
         f"COMMENT ON VIEW {name} IS '{comment}'",
     ]

@@ -38,6 +38,7 @@ import duckdb
 import polars as pl
 
 from mailsift.errors import WarehouseError
+from mailsift.settings import is_database_url
 from pipeline.settings import DEFAULTS
 
 from .frames import (
@@ -117,7 +118,14 @@ def _text(name: str, value: Any) -> str:
 
 
 class Warehouse:
-    """The mailsift warehouse in one DuckDB file. Make one with :meth:`open`."""
+    """The mailsift warehouse in one DuckDB file. Make one with :meth:`open`.
+
+    :meth:`open` with a ``postgresql://`` URL gives a
+    :class:`~warehouse.postgres.PostgresWarehouse` instead: the same methods and tables in
+    a database several processes write at once (several probe hosts, two runs)."""
+
+    #: ``duckdb`` here, ``postgresql`` for :class:`~warehouse.postgres.PostgresWarehouse`.
+    dialect = "duckdb"
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str, *, read_only: bool) -> None:
         self._con: duckdb.DuckDBPyConnection | None = con
@@ -142,6 +150,9 @@ class Warehouse:
         transactions), opening is retried for up to ``lock_timeout`` seconds (default
         ``MAILSIFT_DB_LOCK_TIMEOUT``, else :data:`DEFAULT_LOCK_TIMEOUT`); then it fails.
 
+        - A ``postgresql://`` URL: the shared warehouse in that database
+          (:mod:`warehouse.postgres`; ``lock_timeout`` does not apply, writers do not
+          block each other there).
         - Missing file: with ``create=True`` (and not ``read_only``) the file and its parent
           directories are made and every migration applied; otherwise
           ``WarehouseError("no warehouse at PATH ...")``.
@@ -152,6 +163,10 @@ class Warehouse:
           version newer than this code knows, or has tables but no ``schema_migrations``:
           ``WarehouseError`` naming the file.
         """
+        if isinstance(path, str) and is_database_url(path):
+            from .postgres import PostgresWarehouse
+
+            return PostgresWarehouse.open_url(path, create=create, read_only=read_only)
         where = str(path)
         in_memory = where == ":memory:"
         if not in_memory:
