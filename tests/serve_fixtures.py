@@ -35,6 +35,9 @@ def populate(world: World) -> None:
     world.add_domain("dead.test", dns="nxdomain")
     world.add_domain("slow.test", dns="timeout")
     world.add_domain("slowsmtp.test", mailboxes=["amy@slowsmtp.test"], latency=0.4)
+    # a second per reply and no pipelining: a few addresses keep a job busy for seconds
+    world.add_domain("crawl.test", mailboxes=[f"c{i}@crawl.test" for i in range(0, 20, 2)],
+                     latency=1.0, pipelining=False)
     for n in range(5):
         world.add_domain(f"shop{n}.test", mailboxes=[f"user{i}@shop{n}.test" for i in range(0, 400, 2)])
 

@@ -117,10 +117,14 @@ def test_flask_receiver_gets_the_webhook_after_two_failures_and_a_restart(
             with first.client(key) as client:
                 job = client.post("/api/v1/bulk/verify", json={
                     "emails": ["jane@acme.test"], "webhook_url": hook_url, "webhook_secret": SECRET}).json()
-            deadline = time.monotonic() + 30
-            while len(wrapped.arrivals) < 2:  # two failed attempts...
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+                slow = client.post("/api/v1/bulk/verify", json={  # a job without webhook, busy for seconds
+                    "emails": [f"c{i}@crawl.test" for i in range(4)]}).json()
+                deadline = time.monotonic() + 30
+                while len(wrapped.arrivals) < 2:  # two failed attempts...
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
+                cut_short = client.get(f"/api/v1/bulk/{slow['job_id']}").json()
+        assert cut_short["status"] == "running" and cut_short["done"] < 4
         stopped_at = time.monotonic()  # ...then the service stops before the third
         assert len(wrapped.arrivals) == 2
         with running_service(world, tmp_path, db=db, **port_env) as second:
@@ -130,6 +134,14 @@ def test_flask_receiver_gets_the_webhook_after_two_failures_and_a_restart(
                 time.sleep(0.05)
             with second.client(key) as client:
                 status = client.get(f"/api/v1/bulk/{job['job_id']}").json()
+                deadline = time.monotonic() + 60  # the job without webhook resumes and completes
+                while (resumed := client.get(f"/api/v1/bulk/{slow['job_id']}").json())["status"] != "completed":
+                    assert time.monotonic() < deadline, resumed
+                    time.sleep(0.1)
+                results = client.get(f"/api/v1/bulk/{slow['job_id']}/results").json()["results"]
+        assert resumed["done"] == 4
+        assert [(r["email"], r["status"]) for r in results] == [
+            (f"c{i}@crawl.test", "valid" if i % 2 == 0 else "invalid") for i in range(4)]
         assert len(wrapped.arrivals) == 3 and wrapped.arrivals[2] > stopped_at
         assert flask_app.config["RESULTS"] == {"jane@acme.test": "valid"}
         assert status["webhooks"] == {"pending": 0, "delivered": 1, "failed": 0}
