@@ -45,6 +45,13 @@ def service(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         VerificationResult(email="jane@acme.test", status="invalid", score=0.05,
                            reason="mailbox_not_found", checks=Checks(syntax_valid=True),
                            verified_at=utcnow() - timedelta(days=40)),
+        # an outage 10 minutes ago is still the answer; one 40 minutes ago is retried
+        VerificationResult(email="recent@acme.test", status="unknown", score=0.4,
+                           reason="smtp_timeout", checks=Checks(syntax_valid=True),
+                           verified_at=utcnow() - timedelta(minutes=10)),
+        VerificationResult(email="retry@acme.test", status="unknown", score=0.4,
+                           reason="smtp_timeout", checks=Checks(syntax_valid=True),
+                           verified_at=utcnow() - timedelta(minutes=40)),
     ]
     with Warehouse.open(db) as wh:
         wh.append_verifications(results_frame(seeded), run_id="earlier-run", backend="local")
@@ -86,6 +93,10 @@ def test_fresh_result_then_cached_and_stored_as_api(service: LiveService, world:
         known = client.post("/api/v1/verify", json={"email": "known@acme.test"}).json()
         assert (known["status"], known["cached"]) == ("invalid", True)
         assert len(world.transcript) == before
+        recent = client.post("/api/v1/verify", json={"email": "recent@acme.test"}).json()
+        assert (recent["status"], recent["reason"], recent["cached"]) == ("unknown", "smtp_timeout", True)
+        retried = client.post("/api/v1/verify", json={"email": "retry@acme.test"}).json()
+        assert (retried["status"], retried["reason"], retried["cached"]) == ("invalid", "mailbox_not_found", False)
         missing = client.post("/api/v1/verify", json={"email": "nobody@acme.test"}).json()
         assert (missing["status"], missing["reason"]) == ("invalid", "mailbox_not_found")
     rows = wait_stored(service.db, "jane@acme.test", 2)
