@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
         ["--addresses", "100", "--seconds", "5"],
     ),
     "replies": ("classify_reply over 100,000 real SMTP replies (tests/data/smtp_replies.csv)", ["--calls", "20000"]),
+    "report": ("the list-health report's queries and page at 1M addresses, 12 runs", ["--addresses", "100000"]),
 }
 
 
