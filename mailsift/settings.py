@@ -94,6 +94,17 @@ class Settings(BaseSettings):
     mail_from: str = Field("verify@mailsift.localhost", description="Envelope sender for probes.")
     smtp_starttls: bool = True
     max_rcpt_per_connection: int = Field(50, gt=0)
+    source_address: str | None = Field(
+        None,
+        description="Bind SMTP connections to this local IP (a probe host's own egress "
+        "address; remote servers count their per-IP limits on it). Default: the OS's choice.",
+    )
+    domain_limit_across_hosts: int | None = Field(
+        None,
+        gt=0,
+        description="SMTP connections to one domain from all probe hosts together (a Prefect "
+        "global concurrency limit per domain, taken by each verify batch); default: no total.",
+    )
     allow_private_networks: bool = Field(
         False,
         description="Let the SMTP probe connect to loopback, private, link-local and other "
@@ -175,7 +186,7 @@ class Settings(BaseSettings):
             return [part.strip().rstrip(".").lower() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("egress_ip")
+    @field_validator("egress_ip", "source_address")
     @classmethod
     def _check_ip(cls, value: str | None) -> str | None:
         if value is None or not value.strip():

@@ -366,7 +366,10 @@ class DomainRun:
         family = socket.AF_INET6 if ":" in target.ip else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
+        source = self.settings.source_address  # this probe host's egress IP (scale-out)
         try:
+            if source and (":" in source) == (family == socket.AF_INET6):
+                sock.bind((source, 0))
             async with asyncio.timeout(timeout):
                 await asyncio.get_running_loop().sock_connect(
                     sock, (target.ip, self.settings.smtp_port)

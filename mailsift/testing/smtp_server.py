@@ -108,6 +108,11 @@ class Behaviour:
     smtputf8: bool = True
     #: Simultaneous connections allowed; more get a 421 banner (a per-client limit).
     max_connections: int | None = None
+    #: Simultaneous connections allowed from one client IP; more get Postfix's reply to a
+    #: client over ``smtpd_client_connection_count_limit`` (postconf(5); anvil counts per
+    #: client address): "421 4.7.0 <host> Error: too many connections from <ip>", and the
+    #: connection is closed (the reply as mail clients log it from Postfix servers).
+    max_connections_per_ip: int | None = None
     #: Understand EHLO; ``False`` makes an RFC 821-only server (502 to EHLO, HELO works).
     ehlo: bool = True
     #: RCPTs per mail transaction; more get 452 4.5.3 (RFC 5321 4.5.3.1.10).
@@ -290,6 +295,11 @@ class SmtpServer:
         #: Connections open right now, and the most that were open at once.
         self.active = 0
         self.max_concurrent = 0
+        #: The same per client IP (as the server sees it: the source address the client
+        #: bound), and connections accepted per client IP.
+        self.active_by_ip: dict[str, int] = {}
+        self.max_concurrent_by_ip: dict[str, int] = {}
+        self.connections_by_ip: dict[str, int] = {}
         #: Connections that completed a STARTTLS handshake.
         self.tls_sessions = 0
         #: Commands received before the reply to the command before them was sent,
@@ -311,6 +321,8 @@ class SmtpServer:
         self.transcript.clear()
         self.connections = 0
         self.max_concurrent = self.active
+        self.max_concurrent_by_ip = {ip: n for ip, n in self.active_by_ip.items() if n}
+        self.connections_by_ip = {}
         self.tls_sessions = 0
         self.pipelined = 0
 
@@ -348,8 +360,13 @@ class SmtpServer:
         self.connections += 1
         self.active += 1
         self.max_concurrent = max(self.max_concurrent, self.active)
+        peer = writer.get_extra_info("peername")
+        ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        self.connections_by_ip[ip] = self.connections_by_ip.get(ip, 0) + 1
+        self.active_by_ip[ip] = self.active_by_ip.get(ip, 0) + 1
+        self.max_concurrent_by_ip[ip] = max(self.max_concurrent_by_ip.get(ip, 0), self.active_by_ip[ip])
         try:
-            await _Session(self, self.behaviour, reader, writer).run()
+            await _Session(self, self.behaviour, reader, writer, client_ip=ip).run()
         except (_Hangup, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError):
             pass
         except asyncio.CancelledError:
@@ -358,6 +375,7 @@ class SmtpServer:
             _log.debug("connection to %s ended by an error", self.host, exc_info=True)
         finally:
             self.active -= 1
+            self.active_by_ip[ip] -= 1
             self._tasks.discard(task)
             writer.transport.abort()
 
@@ -390,8 +408,11 @@ class _Session:
         behaviour: Behaviour,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        *,
+        client_ip: str = "unknown",
     ) -> None:
         self.server = server
+        self.client_ip = client_ip
         self.b = behaviour
         self.reader = reader
         self.writer = writer
@@ -452,6 +473,11 @@ class _Session:
         code, text = b.banner
         if b.max_connections is not None and self.server.active > b.max_connections:
             code, text = 421, "4.7.0 Too many concurrent connections, try again later"
+        elif (
+            b.max_connections_per_ip is not None
+            and self.server.active_by_ip.get(self.client_ip, 0) > b.max_connections_per_ip
+        ):
+            code, text = 421, f"4.7.0 Error: too many connections from {self.client_ip}"
         self.due = connected_at + b.banner_delay + b.latency
         if b.unsolicited and code == 220:
             # Replies to commands not sent yet, in the banner's segment: a broken or
