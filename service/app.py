@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request, Security
+from fastapi import Depends, FastAPI, Query, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
@@ -236,6 +236,3 @@ def create_app(
     install_bulk_routes(app, service, api_key, ERRORS)
     return app
 
-
-def request_service(request: Request) -> Service:
-    return request.app.state.service

@@ -8,7 +8,7 @@
                                job over ``MAILSIFT_SERVE_MAX_BULK_ADDRESSES``
 422    ``invalid_request``     JSON of the wrong shape (``detail`` lists the fields)
 429    ``rate_limited``        the key's requests per minute are used up (``Retry-After``)
-503    ``unavailable``         too many bulk jobs waiting, or shutting down (``Retry-After``)
+503    ``unavailable``         too many bulk jobs waiting (``Retry-After``)
 =====  ======================  ==============================================
 """
 

@@ -183,6 +183,7 @@ class Jobs:
                 await asyncio.sleep(0)
         else:
             keys = [k for k in index_of if storable(k)]
+            n_cached = 0
             for start in range(0, len(keys), 10_000):
                 chunk = keys[start : start + 10_000]
                 found = await self.lookups.stored(chunk)
@@ -190,12 +191,13 @@ class Jobs:
                     await self._record(job_id, [(index_of[k][0], r, True) for k, r in found.items()])
                     for k in found:
                         index_of.pop(k)
+                    n_cached += len(found)
             if index_of:
-                await self._verify(job_id, index_of)
+                await self._verify(job_id, index_of, n_cached)
         self.state.update_job(job_id, status="completed", finished_at=time.time())
         shutil.rmtree(self.work_dir / job_id, ignore_errors=True)
 
-    async def _verify(self, job_id: str, index_of: dict[str, tuple[int, str]]) -> None:
+    async def _verify(self, job_id: str, index_of: dict[str, tuple[int, str]], n_cached: int) -> None:
         batches = plan_batches(list(index_of), self.serve.bulk_batch_size)
         results_dir = self.work_dir / job_id / "results"
         shutil.rmtree(results_dir, ignore_errors=True)  # a run cut short by a restart
@@ -215,7 +217,7 @@ class Jobs:
             batches_path.parent.mkdir(parents=True, exist_ok=True)
             batches_path.write_text(json.dumps(batches))
             flow_done = asyncio.ensure_future(asyncio.to_thread(
-                self._run_flow, job_id, str(batches_path), str(results_dir), len(index_of)))
+                self._run_flow, job_id, str(batches_path), str(results_dir), n_cached))
             while not flow_done.done():
                 await asyncio.wait({flow_done}, timeout=0.2)
                 await ingest()
@@ -240,12 +242,12 @@ class Jobs:
                 for k in missing
             ], store=False)
 
-    def _run_flow(self, job_id: str, batches_path: str, results_dir: str, n: int) -> None:
+    def _run_flow(self, job_id: str, batches_path: str, results_dir: str, n_cached: int) -> None:
         from flows.verify_address_list import verify_address_list
 
         state = verify_address_list(
             job_id=job_id, batches_path=batches_path, results_dir=results_dir,
-            backend=self.lookups.settings.backend, n_cached=0, return_state=True,
+            backend=self.lookups.settings.backend, n_cached=n_cached, return_state=True,
         )
         flow_run_id = getattr(state.state_details, "flow_run_id", None)
         if flow_run_id:

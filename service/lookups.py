@@ -35,7 +35,7 @@ from service.sharing import SharedWarehouse
 from service.state import ServiceState
 from tasks.verify import run_on_engine_loop
 
-__all__ = ["API_RUN_ID", "Lookups", "email_key", "storable"]
+__all__ = ["API_RUN_ID", "Answer", "Lookups", "email_key", "storable"]
 
 log = logging.getLogger("mailsift.serve")
 
@@ -221,5 +221,3 @@ def storable(text: str) -> bool:
         return False
     return True
 
-
-__all__ += ["Answer"]

@@ -31,7 +31,7 @@ class ServeSettings(BaseSettings):
 
     # one address
     timeout: float = Field(10.0, gt=0, description="Default time budget of one /verify, seconds.")
-    max_timeout: float = Field(60.0, gt=0, description="Largest ?timeout= accepted.")
+    max_timeout: float = Field(60.0, gt=0, description="Largest budget; a larger ?timeout= is capped.")
     max_age_days: float = Field(30, ge=0, description="A stored result younger than this is reused.")
     retry_unknown_after_minutes: float = Field(
         30, ge=0, description="A stored 'unknown' younger than this is reused."
