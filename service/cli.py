@@ -144,6 +144,13 @@ def serve(
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise _fail(f"bad settings: {problems}") from None
+    from mailsift.errors import WarehouseError
+    from warehouse import Warehouse
+
+    try:  # create or migrate it now: a bad path is one line, not a start-up traceback
+        Warehouse.open(engine.db, lock_timeout=30).close()
+    except WarehouseError as exc:
+        raise _fail(str(exc)) from None
     import uvicorn
 
     from service.app import create_app

@@ -218,3 +218,14 @@ def test_openapi_docs(service: LiveService) -> None:
         spec = client.get("/openapi.json").json()
     assert "/api/v1/verify" in spec["paths"]
     assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
+
+
+def test_serve_on_a_bad_warehouse_path_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    not_a_db = tmp_path / "contacts.csv"
+    not_a_db.write_text("email\njane@acme.test\n")
+    done = subprocess.run([sys.executable, "-m", "mailsift.cli", "serve", "--db", str(not_a_db)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"mailsift: {not_a_db} is not a DuckDB database file (MAILSIFT_DB points at something else)"]
+    assert not_a_db.read_text() == "email\njane@acme.test\n"
