@@ -226,6 +226,6 @@ def test_serve_on_a_bad_warehouse_path_is_one_line_and_exit_2(tmp_path: Path) ->
     done = subprocess.run([sys.executable, "-m", "mailsift.cli", "serve", "--db", str(not_a_db)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        f"mailsift: {not_a_db} is not a DuckDB database file (MAILSIFT_DB points at something else)"]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"mailsift: {not_a_db} is not a DuckDB database file")
     assert not_a_db.read_text() == "email\njane@acme.test\n"
