@@ -30,12 +30,10 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import math
 import random
 import resource
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +41,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiosmtplib  # noqa: E402
 
-from benchmarks.world import describe, plan_world, populate  # noqa: E402
+from benchmarks.world import (  # noqa: E402
+    LatencyWorld,
+    describe,
+    expected_status,
+    plan_world,
+    populate,
+)
 from mailsift import reputation  # noqa: E402
 from mailsift.dns import DnsResolver, MxResult  # noqa: E402
 from mailsift.result import VerificationResult  # noqa: E402
 from mailsift.settings import Settings
 from mailsift.smtp import (  # noqa: E402
-    PIPELINE_DEPTH,  # noqa: E402
     RcptOutcome,
     classify_reply,
     sanitize_message,
@@ -59,7 +62,7 @@ from mailsift.testing.world import World  # noqa: E402
 from mailsift.verdict import Evidence, decide, syntax_result  # noqa: E402
 from mailsift.verifier import Verifier  # noqa: E402
 
-__all__ = ["main", "run_engine", "run_naive", "server_counts"]
+__all__ = ["main", "run_engine", "run_naive", "run_world", "server_counts"]
 
 PROGRESS_EVERY = 5.0  # seconds between progress lines
 
@@ -124,6 +127,7 @@ async def run_engine(settings: Settings, emails: list[str], max_seconds: float) 
         "wall": wall,
         "results": results,
         "client_connections": verifier.smtp_connections,
+        "stats": list(verifier.prober.domain_stats.values()),
         "dns_queries": verifier.resolver.queries_sent,
     }
 
@@ -205,7 +209,6 @@ async def _naive_one(email: str, resolver: DnsResolver, settings: Settings) -> V
         mx=mx,
         provider=provider,
         accepts_all=accepts_all,
-        smtp_enabled=settings.smtp_enabled,
     )
     if mx is None or mx.outcome != "ok" or not settings.smtp_enabled:
         return decide(ev)
@@ -256,142 +259,148 @@ def _row(label: str, a: str, b: str) -> str:
     return f"{label:<40} {a:>18} {b:>26}"
 
 
-def _floor_estimate(plan: Any, settings: Settings) -> str:
-    """The engine's lower bound set by the largest domain: its connections run
-    per_domain_concurrency at a time; the RCPTs of a connection go out in pipelined
-    groups of PIPELINE_DEPTH (RFC 2920), one round trip a group."""
-    big = plan.largest
-    per_conn = settings.max_rcpt_per_connection
-    conns = math.ceil(big.size / per_conn)
-    rounds = math.ceil(conns / settings.per_domain_concurrency)
-    replies = 4 + math.ceil(min(per_conn, big.size) / PIPELINE_DEPTH)  # banner, EHLO, MAIL, RCPT groups, QUIT
+def _max_open(world: World) -> int:
+    return max((s.max_concurrent for s in world.smtp.servers), default=0)
+
+
+def _after_refusal(world: World, domain: str) -> tuple[int, int]:
+    """421s for too many connections at ``domain``'s hosts, and the most connections
+    open to one of them after the first (0 when none was refused)."""
+    servers = world.servers.get(domain, [])
     return (
-        f"{big.domain}: {big.size:,} addresses = {conns} connections of <= {per_conn} RCPT, "
-        f"{settings.per_domain_concurrency} at a time -> {rounds} rounds x {replies} round trips x "
-        f"{plan.latency * 1000:.0f} ms ~ {rounds * replies * plan.latency:.0f} s"
+        sum(s.refused_busy for s in servers),
+        max((s.max_concurrent_after_refusal for s in servers), default=0),
     )
+
+
+def _wrong(results: list[VerificationResult], truth: dict[str, str]) -> int:
+    return sum(1 for r in results if truth.get(r.email, r.status) != r.status)
+
+
+def run_world(
+    kind: LatencyWorld, plan: Any, args: argparse.Namespace, overrides: dict[str, str]
+) -> dict[str, Any]:
+    """Both phases in one world; the figures of one row."""
+    n = len(plan.emails)
+    emails = list(plan.emails)
+    truth = expected_status(plan)
+    world = populate(World(), plan, kind=kind, cap=args.cap)
+    world.start()
+    try:
+        settings = world.settings(smtp_timeout=args.smtp_timeout, **overrides)
+        reset_servers(world)
+        print(f"\n[{kind}] mailsift engine: Verifier.verify_many over {n:,} addresses", flush=True)
+        engine = asyncio.run(run_engine(settings, emails, args.max_seconds))
+        e_srv = server_counts(world)
+        e_open = _max_open(world)
+        e_refused, e_after = _after_refusal(world, plan.largest.domain)
+        print(f"  done in {engine['wall']:.1f} s", flush=True)
+        reset_servers(world)
+        sample = emails
+        if args.naive_sample and args.naive_sample < n:
+            sample = random.Random(args.seed).sample(emails, args.naive_sample)
+        print(
+            f"[{kind}] guide's pattern: one connection per address, {args.naive_concurrency} at "
+            f"a time, {len(sample):,} addresses" + (" (a sample)" if len(sample) < n else ""),
+            flush=True,
+        )
+        naive = asyncio.run(run_naive(settings, sample, args.naive_concurrency, args.max_seconds))
+        n_srv = server_counts(world)
+        n_open = _max_open(world)
+        print(f"  done in {naive['wall']:.1f} s", flush=True)
+    finally:
+        world.stop()
+    e_rate = n / engine["wall"]
+    n_rate = len(sample) / naive["wall"]
+    top = sorted(engine["stats"], key=lambda st: -st.addresses)[:3]
+    return {
+        "world": kind,
+        "engine_rate": e_rate,
+        "naive_rate": n_rate,
+        "ratio": e_rate / n_rate,
+        "engine_conn_per_addr": e_srv["connections"] / n,
+        "naive_conn_per_addr": n_srv["connections"] / len(sample),
+        "engine_max_open": e_open,
+        "naive_max_open": n_open,
+        "engine_wrong": _wrong(engine["results"], truth),
+        "naive_wrong": _wrong(naive["results"], truth),
+        "naive_n": len(sample),
+        "refused_421": e_refused,
+        "max_open_after_421": e_after,
+        "engine_wall": engine["wall"],
+        "naive_wall": naive["wall"],
+        "top": top,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--addresses", type=int, default=None, help="list size (default 10,000)")
+    parser.add_argument("--addresses", type=int, default=None, help="list size (default 5,000)")
     parser.add_argument("--quick", action="store_true", help="1,000 addresses")
-    parser.add_argument("--latency", type=float, default=0.05, help="seconds before every SMTP reply")
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds per SMTP reply")
+    parser.add_argument(
+        "--world", choices=["round_trip", "serial", "cap421", "all"], default="all",
+        help="where the latency goes (default: all three, one after another)",
+    )
+    parser.add_argument("--cap", type=int, default=4,
+                        help="cap421 world: connections the largest domain takes at once")
     parser.add_argument("--naive-concurrency", type=int, default=20)
     parser.add_argument(
         "--naive-sample", type=int, default=None,
-        help="run the naive pattern on this many addresses only and extrapolate (labelled)",
+        help="run the guide's pattern on this many addresses only (its rate is measured there)",
     )
     parser.add_argument("--smtp-timeout", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--domains", type=int, default=None, help="number of domains (default N/20)")
+    parser.add_argument("--domains", type=int, default=None,
+                        help="number of domains (default N/25: 200 for 5,000)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="an engine setting, e.g. per_domain_concurrency=4 (repeatable)",
     )
     parser.add_argument("--max-seconds", type=float, default=1800, help="bound on each phase")
     args = parser.parse_args(argv)
-    n = args.addresses or (1_000 if args.quick else 10_000)
+    n = args.addresses or (1_000 if args.quick else 5_000)
     overrides = dict(item.split("=", 1) for item in args.set)
-
-    plan = plan_world(n, latency=args.latency, seed=args.seed, n_domains=args.domains)
-    emails = list(plan.emails)
+    plan = plan_world(n, latency=args.latency, seed=args.seed,
+                      n_domains=args.domains or max(8, n // 25))
     print("mailsift engine benchmark")
     print(describe(plan))
-    world = populate(World(), plan)
-    world.start()
-    try:
-        settings = world.settings(smtp_timeout=args.smtp_timeout, **overrides)
-        print(
-            f"engine settings: concurrency {settings.concurrency}, per_domain_concurrency "
-            f"{settings.per_domain_concurrency}, max_rcpt_per_connection "
-            f"{settings.max_rcpt_per_connection}, smtp_timeout {settings.smtp_timeout} s"
-        )
-        print(f"engine floor set by the largest domain: {_floor_estimate(plan, settings)}")
-        _warm_reputation()
-
-        # -- 1. the engine
-        reset_servers(world)
-        print(f"\n[1/2] mailsift engine: Verifier.verify_many over {n:,} addresses", flush=True)
-        engine = asyncio.run(run_engine(settings, emails, args.max_seconds))
-        e_srv = server_counts(world)
-        e_maxc = max_concurrent(world, plan.largest.domain)
-        print(f"  done in {engine['wall']:.1f} s", flush=True)
-
-        # -- 2. the naive pattern
-        reset_servers(world)
-        sample = emails
-        if args.naive_sample and args.naive_sample < n:
-            sample = random.Random(args.seed).sample(emails, args.naive_sample)
-        sampled = len(sample) < n
-        print(
-            f"\n[2/2] naive: one connection per address, {args.naive_concurrency} at a time, "
-            f"{len(sample):,} addresses" + (" (a sample; wall time extrapolated)" if sampled else ""),
-            flush=True,
-        )
-        naive = asyncio.run(run_naive(settings, sample, args.naive_concurrency, args.max_seconds))
-        n_srv = server_counts(world)
-        n_maxc = max_concurrent(world, plan.largest.domain)
-        print(f"  done in {naive['wall']:.1f} s", flush=True)
-    finally:
-        world.stop()
-
-    # -- figures
-    e_wall = engine["wall"]
-    n_wall_measured = naive["wall"]
-    scale = n / len(sample)
-    n_wall = n_wall_measured * scale
-    tag = " (extrap.)" if sampled else ""
-    e_rate, n_rate = n / e_wall, len(sample) / n_wall_measured
-    print("\n" + "=" * 86)
-    print(_row("", "mailsift engine", f"naive, {args.naive_concurrency} at a time"))
-    print(_row("addresses", f"{n:,}", f"{len(sample):,}" + (f" of {n:,}" if sampled else "")))
-    print(_row("wall seconds", f"{e_wall:.1f}", f"{n_wall_measured:.1f}"))
-    if sampled:
-        print(_row(f"wall seconds for all {n:,}", f"{e_wall:.1f}", f"{n_wall:.1f}{tag}"))
-    print(_row("addresses / second", f"{e_rate:.1f}", f"{n_rate:.1f}"))
-    print(_row("SMTP connections (server side)", f"{e_srv['connections']:,}", f"{n_srv['connections']:,}"))
-    print(_row(
-        "SMTP connections per address",
-        f"{e_srv['connections'] / n:.3f}", f"{n_srv['connections'] / len(sample):.3f}",
-    ))
-    print(_row("RCPT commands (server side)", f"{e_srv['rcpt']:,}", f"{n_srv['rcpt']:,}"))
-    print(_row(
-        f"most connections at once, {plan.largest.domain}", f"{e_maxc}", f"{n_maxc}"
-    ))
-    print(_row("DNS queries sent", f"{engine['dns_queries']:,}", f"{naive['dns_queries']:,}"))
-    print(_row("engine's own connection counter", f"{engine['client_connections']:,}", "-"))
-    print("=" * 86)
+    settings = Settings(**overrides)
     print(
-        f"speed ratio (addresses/s, mailsift / naive): {e_rate / n_rate:.2f}x"
-        + (" -- naive rate measured on the sample" if sampled else "")
+        f"engine settings: concurrency {settings.concurrency}, per_domain_concurrency "
+        f"{settings.per_domain_concurrency} growing to max {settings.max_per_domain_concurrency} "
+        f"(providers.json may say less), max_rcpt_per_connection "
+        f"{settings.max_rcpt_per_connection}, smtp_timeout {args.smtp_timeout} s"
     )
-    print("DNS: counted in both timings (new resolver, cold cache, in each phase)")
-    print(f"peak RSS of this process (both phases and the world): {peak_rss_mb():.0f} MB")
+    _warm_reputation()
+    kinds: list[LatencyWorld] = (
+        ["round_trip", "serial", "cap421"] if args.world == "all" else [args.world]
+    )
+    rows = [run_world(kind, plan, args, overrides) for kind in kinds]
 
-    # -- agreement
-    by_email = {r.email: r for r in engine["results"]}
-    pairs = [(by_email.get(r.email), r) for r in naive["results"]]
-    e_status = Counter(e.status for e, _ in pairs if e is not None)
-    n_status = Counter(r.status for _, r in pairs)
-    same_status = sum(1 for e, r in pairs if e is not None and e.status == r.status)
-    same_code = sum(1 for e, r in pairs if e is not None and e.smtp_code == r.smtp_code)
-    scope = f"the {len(sample):,} sampled addresses" if sampled else f"all {n:,} addresses"
-    print(f"\nverdict agreement over {scope}:")
-    print(f"  {'status':<10} {'mailsift':>10} {'naive':>10}")
-    for status in ("valid", "invalid", "risky", "unknown"):
-        print(f"  {status:<10} {e_status[status]:>10,} {n_status[status]:>10,}")
-    print(f"  same status: {same_status:,}/{len(pairs):,} ({same_status / len(pairs):.1%}); "
-          f"same SMTP reply code: {same_code:,}/{len(pairs):,} ({same_code / len(pairs):.1%})")
-    diffs = Counter(
-        (f"{e.status}/{e.reason}", f"{r.status}/{r.reason}")
-        for e, r in pairs if e is not None and (e.status, e.reason) != (r.status, r.reason)
-    )
-    for (a, b), count in diffs.most_common(6):
-        print(f"  differ: mailsift {a:<28} naive {b:<28} {count:,}")
-    if diffs:
-        print("  (catch-all domains: the engine probes a random mailbox once per domain; the naive"
-              " pattern cannot tell, so it calls them valid)")
+    print("\n" + "=" * 112)
+    print(f"{'world':<11} {'mailsift':>10} {'guide':>9} {'ratio':>7} {'conn/addr':>15} "
+          f"{'most open to 1 host':>21} {'wrong verdicts':>16} {'after 1st 421':>16}")
+    print(f"{'':<11} {'addr/s':>10} {'addr/s':>9} {'':>7} {'mailsift/guide':>15} "
+          f"{'mailsift/guide':>21} {'mailsift/guide':>16} {'421s, most open':>16}")
+    for r in rows:
+        after = f"{r['refused_421']}, {r['max_open_after_421']}" if r["world"] == "cap421" else "-"
+        print(
+            f"{r['world']:<11} {r['engine_rate']:>10,.0f} {r['naive_rate']:>9,.0f} "
+            f"{r['ratio']:>6.1f}x {r['engine_conn_per_addr']:>7.3f}/{r['naive_conn_per_addr']:<7.3f} "
+            f"{r['engine_max_open']:>10}/{r['naive_max_open']:<10} "
+            f"{r['engine_wrong']:>8,}/{r['naive_wrong']:<7,} {after:>16}"
+        )
+    print("=" * 112)
+    print(f"wrong verdicts: against the world's truth over {n:,} addresses (mailsift) and "
+          f"{rows[0]['naive_n']:,} (guide); catch-all domains count as wrong when called valid")
+    for r in rows:
+        top = ", ".join(
+            f"{st.domain} {st.addresses:,} addr / {st.connections} conn / window {st.window}"
+            f" / {st.refusals} refusals / {st.seconds:.1f} s" for st in r["top"]
+        )
+        print(f"  [{r['world']}] largest domains: {top}")
+    print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")
     return 0
 
 

@@ -31,7 +31,16 @@ from typing import Literal
 
 from mailsift.testing.world import MxSpec, World
 
-__all__ = ["DomainPlan", "WorldPlan", "plan_world", "build_world", "populate", "describe"]
+__all__ = [
+    "DomainPlan",
+    "LatencyWorld",
+    "WorldPlan",
+    "build_world",
+    "describe",
+    "expected_status",
+    "plan_world",
+    "populate",
+]
 
 Kind = Literal["accept", "catch_all", "greylist", "nxdomain"]
 
@@ -156,22 +165,59 @@ def plan_world(
     return WorldPlan(tuple(plans), tuple(emails), latency, seed, kinds)
 
 
-def populate(world: World, plan: WorldPlan) -> World:
-    """Add the plan's domains to ``world`` (started or not)."""
+#: The three worlds of the engine benchmark (issue 10): where the 50 ms go.
+LatencyWorld = Literal["round_trip", "serial", "cap421"]
+
+
+def populate(
+    world: World, plan: WorldPlan, *, kind: LatencyWorld = "round_trip", cap: int = 4
+) -> World:
+    """Add the plan's domains to ``world`` (started or not).
+
+    ``kind``: ``round_trip``, the latency is the network's (pipelined commands share
+    it); ``serial``, each reply costs it, one after another (a server judging each RCPT);
+    ``cap421``, round trip, and the largest domain's hosts answer a connection beyond
+    ``cap`` at once with a 421 banner."""
+    model = "serial" if kind == "serial" else "round_trip"
+    largest = plan.largest.domain
     for d in plan.domains:
         if d.kind == "nxdomain":
             world.add_domain(d.domain, dns="nxdomain")
             continue
         behaviour = "accept" if d.kind == "accept" else d.kind
+        extra: dict[str, object] = {"latency": plan.latency, "latency_model": model}
+        if kind == "cap421" and d.domain == largest:
+            extra["max_connections"] = cap
         if d.mx_names:
             specs = [MxSpec(5 + 5 * i, behaviour) for i in range(len(d.mx_names))]
             world.add_domain(
                 d.domain, behaviour, mailboxes=d.mailboxes, mx=specs, mx_names=list(d.mx_names),
-                latency=plan.latency,
+                **extra,
             )
         else:
-            world.add_domain(d.domain, behaviour, mailboxes=d.mailboxes, latency=plan.latency)
+            world.add_domain(d.domain, behaviour, mailboxes=d.mailboxes, **extra)
     return world
+
+
+def expected_status(plan: WorldPlan) -> dict[str, str]:
+    """The verdict a correct verifier gives each address of the plan: listed mailboxes
+    ``valid``, others at accepting domains ``invalid``; catch-all domains (and Yahoo/AOL,
+    whose provider rule says they accept all) ``risky``; greylisting ``unknown``; a domain
+    that does not exist ``invalid``."""
+    truth: dict[str, str] = {}
+    by_domain = {d.domain: d for d in plan.domains}
+    boxes = {d.domain: frozenset(d.mailboxes) for d in plan.domains}
+    for email in plan.emails:
+        d = by_domain[email.rpartition("@")[2]]
+        if d.kind == "accept":
+            truth[email] = "valid" if email in boxes[d.domain] else "invalid"
+        elif d.kind == "catch_all":
+            truth[email] = "risky"
+        elif d.kind == "greylist":
+            truth[email] = "unknown"
+        else:
+            truth[email] = "invalid"
+    return truth
 
 
 def build_world(

@@ -31,6 +31,7 @@ import idna
 
 __all__ = [
     "ProviderRule",
+    "default_max_concurrency",
     "is_disposable",
     "is_free_provider",
     "is_role_account",
@@ -55,6 +56,9 @@ class ProviderRule:
 
     accepts_all: bool = False
     notes: str = field(default="", compare=False)
+    #: SMTP connections at once that the provider's MX hosts take from one client
+    #: (the ceiling of the engine's adaptive window); ``None``: the data's default.
+    max_concurrency: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,17 @@ def _free_providers() -> frozenset[str]:
     return frozenset(item.lower() for item in _read_list("free_providers.txt"))
 
 
+def _positive(value: object) -> int | None:
+    return value if isinstance(value, int) and value > 0 else None
+
+
+@lru_cache(maxsize=1)
+def default_max_concurrency() -> int | None:
+    """``default_max_concurrency`` of ``data/providers.json``: the window ceiling of a
+    domain no provider rule names (a company's own server)."""
+    return _positive(json.loads(_read_text("providers.json")).get("default_max_concurrency"))
+
+
 @lru_cache(maxsize=1)
 def _providers() -> tuple[_Provider, ...]:
     data: dict[str, Any] = json.loads(_read_text("providers.json"))
@@ -104,6 +119,7 @@ def _providers() -> tuple[_Provider, ...]:
                 rule=ProviderRule(
                     accepts_all=bool(spec.get("accepts_all", False)),
                     notes=str(spec.get("notes", "")),
+                    max_concurrency=_positive(spec.get("max_concurrency")),
                 ),
             )
         )

@@ -93,7 +93,12 @@ class Settings(BaseSettings):
     helo_hostname: str = Field("mailsift.localhost", description="Name sent in EHLO/HELO.")
     mail_from: str = Field("verify@mailsift.localhost", description="Envelope sender for probes.")
     smtp_starttls: bool = True
-    max_rcpt_per_connection: int = Field(50, gt=0)
+    max_rcpt_per_connection: int = Field(
+        200,
+        gt=0,
+        description="RCPT commands one SMTP session sends at most, over its transactions "
+        "(100 recipients each, RFC 5321 4.5.3.1.8).",
+    )
     source_address: str | None = Field(
         None,
         description="Bind SMTP connections to this local IP (a probe host's own egress "
@@ -117,8 +122,40 @@ class Settings(BaseSettings):
         description="Seconds to wait before a fresh session to a server that answered some "
         "recipients and then hung up (an error or recipient limit per session).",
     )
-    concurrency: int = Field(50, gt=0, description="Addresses checked at once, in all.")
-    per_domain_concurrency: int = Field(2, gt=0, description="SMTP connections per domain at once.")
+    concurrency: int = Field(
+        100,
+        gt=0,
+        description="SMTP connections open at once, in all (Postfix's default_process_limit "
+        "is 100), and domains looked up at once.",
+    )
+    per_domain_concurrency: int = Field(
+        2, gt=0, description="SMTP connections a domain starts with; its window grows from here."
+    )
+    max_per_domain_concurrency: int = Field(
+        20,
+        gt=0,
+        le=20,
+        description="Ceiling of a domain's connection window unless data/providers.json names "
+        "a lower one (Postfix's default_destination_concurrency_limit is 20).",
+    )
+    smtp_domain_budget: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds one domain may take over all its MX hosts and sessions; "
+        "addresses still unanswered then are unknown (smtp_timeout).",
+    )
+    smtp_slow_after: float = Field(
+        3.0,
+        gt=0,
+        description="Seconds without a reply after which a session counts as slow: it moves "
+        "to the slow share of the connection slots, and its domain stays at one connection.",
+    )
+    smtp_slow_share: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Share of the concurrency that slow domains (tarpits) may hold at once.",
+    )
     catch_all_check: bool = True
 
     # Syntax

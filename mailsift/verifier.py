@@ -9,6 +9,7 @@ Results stream back in input order. Nothing here raises for an address: a bad st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections import defaultdict
@@ -27,6 +28,10 @@ from mailsift.verdict import SCORES, Evidence, decide, syntax_result
 __all__ = ["Verifier", "VerifierStats", "PORT25_HELP"]
 
 log = logging.getLogger("mailsift")
+
+#: Domains whose MX records are looked up at once: enough to keep SMTP fed, few enough
+#: that the first (largest) domains' host lookups are not queued behind hundreds.
+DNS_AT_ONCE = 25
 
 
 @dataclass
@@ -132,18 +137,21 @@ class Verifier:
             else:
                 by_domain[parsed.domain].append((i, parsed))
         self.stats.domains += len(by_domain)
-        limit = asyncio.Semaphore(self.settings.concurrency)
+        # DNS is looked up DNS_AT_ONCE domains at a time; SMTP connections are paced
+        # by the prober (global slots by critical path, a window per domain), so every
+        # domain asks for them at once and the largest goes first.
+        limit = asyncio.Semaphore(min(self.settings.concurrency, DNS_AT_ONCE))
 
         async def one_domain(domain: str, members: list[tuple[int, Address]]) -> None:
-            async with limit:
-                try:
-                    await self._verify_domain(domain, members, slots, stage)
-                except Exception as exc:  # a bug must not lose the other domains' results
-                    log.exception("verifying domain %s failed: %s", domain, exc)
-                    for i, address in members:
-                        self._settle(slots[i], _unknown(address.email, "smtp_error"))
+            try:
+                await self._verify_domain(domain, members, slots, stage, limit)
+            except Exception as exc:  # a bug must not lose the other domains' results
+                log.exception("verifying domain %s failed: %s", domain, exc)
+                for i, address in members:
+                    self._settle(slots[i], _unknown(address.email, "smtp_error"))
 
-        await asyncio.gather(*(one_domain(d, m) for d, m in by_domain.items()))
+        largest_first = sorted(by_domain.items(), key=lambda item: -len(item[1]))
+        await asyncio.gather(*(one_domain(d, m) for d, m in largest_first))
 
     async def _verify_domain(
         self,
@@ -151,6 +159,7 @@ class Verifier:
         members: list[tuple[int, Address]],
         slots: list[asyncio.Future[VerificationResult]],
         stage: dict[str, str] | None,
+        dns_limit: asyncio.Semaphore | None = None,
     ) -> None:
         disposable = reputation.is_disposable(domain)
         free = reputation.is_free_provider(domain)
@@ -159,7 +168,8 @@ class Verifier:
         provider: str | None = None
         accepts_all = False
         if not disposable:
-            mx = await self.resolver.mx(domain)
+            async with dns_limit or contextlib.nullcontext():
+                mx = await self.resolver.mx(domain)
             if mx.outcome == "ok":
                 provider = reputation.provider_from_mx(mx.hosts)
                 accepts_all = reputation.provider_rule(provider).accepts_all

@@ -8,9 +8,11 @@ import weakref
 from collections import deque
 from collections.abc import Sequence
 
+from mailsift import reputation
 from mailsift.settings import Settings
 from mailsift.smtp.outcomes import DomainProbe, HostResolver, ProbeFailure, RcptOutcome
-from mailsift.smtp.session import DomainRun, Failure, Limits
+from mailsift.smtp.pacing import MAX_PER_HOST, DomainStats, Scheduler
+from mailsift.smtp.session import DomainRun, Failure
 from mailsift.smtp.wire import (
     address_problem,
     client_tls_context,
@@ -37,18 +39,41 @@ class SmtpProber:
         self._catch_all_pending: set[str] = set()
         #: Recipients per transaction of an MX address, learnt from 452 4.5.3 replies.
         self._txn_limits: dict[str, int] = {}
-        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Limits] = (
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Scheduler] = (
             weakref.WeakKeyDictionary()
         )
         self._tls = client_tls_context()
         self._problem = settings_problem(settings)
+        #: What each domain cost so far (connections, RCPTs, window, refusals, time).
+        self.domain_stats: dict[str, DomainStats] = {}
 
-    def _limits(self) -> Limits:
+    def _scheduler(self) -> Scheduler:
         loop = asyncio.get_running_loop()
-        limits = self._per_loop.get(loop)
-        if limits is None:
-            limits = self._per_loop[loop] = Limits(self.settings.concurrency)
-        return limits
+        scheduler = self._per_loop.get(loop)
+        if scheduler is None:
+            settings = self.settings
+            scheduler = self._per_loop[loop] = Scheduler(
+                settings.concurrency, settings.smtp_slow_share, settings.smtp_slow_after
+            )
+        return scheduler
+
+    def ceiling(self, mx_hosts: Sequence[str]) -> int:
+        """The most connections the window of ``mx_hosts`` may reach: the provider's
+        ``max_concurrency`` (data/providers.json), never above the setting."""
+        provider = reputation.provider_from_mx(list(mx_hosts))
+        data = reputation.provider_rule(provider).max_concurrency if provider != "other" else None
+        if data is None:
+            data = reputation.default_max_concurrency()
+        ceiling = self.settings.max_per_domain_concurrency
+        if data is not None:
+            ceiling = min(ceiling, data)
+        return max(1, min(ceiling, MAX_PER_HOST))
+
+    def stats_of(self, domain: str) -> DomainStats:
+        stats = self.domain_stats.get(domain)
+        if stats is None:
+            stats = self.domain_stats[domain] = DomainStats(domain)
+        return stats
 
     def catch_all(self, domain: str) -> bool | None:
         """The cached catch-all verdict of ``domain``, if one was determined."""
@@ -93,6 +118,13 @@ class SmtpProber:
             )
             if want:
                 self._catch_all_pending.add(key)
+            scheduler = self._scheduler()
+            window_key = tuple(h.lower().rstrip(".") for h in hosts)
+            window = scheduler.window(
+                window_key, self.settings.per_domain_concurrency, self.ceiling(hosts)
+            )
+            stats = self.stats_of(key)
+            stats.addresses += len(todo)
             run = DomainRun(
                 prober=self,
                 domain=key,
@@ -100,6 +132,9 @@ class SmtpProber:
                 queue=deque(todo),
                 want_catch_all=want,
                 needs_utf8=any(not e.isascii() for e in todo),
+                scheduler=scheduler,
+                window=window,
+                stats=stats,
             )
             try:
                 await run.execute()
@@ -113,6 +148,9 @@ class SmtpProber:
             finally:
                 if want:
                     self._catch_all_pending.discard(key)
+                stats.window = max(stats.window, window.peak)
+                stats.slow = stats.slow or window.slow
+                stats.cap = window.cap
             results = run.results
         for email, indexes in todo.items():
             outcome = results.get(email) or RcptOutcome(email, "error", None, "not probed", None)

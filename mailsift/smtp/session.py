@@ -11,8 +11,9 @@ import secrets
 import socket
 import ssl
 import sys
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -22,6 +23,14 @@ from aiosmtplib import SMTPResponse
 from mailsift.routing import is_ip_text, unroutable_reason
 from mailsift.settings import Settings
 from mailsift.smtp.outcomes import Kind, RcptOutcome
+from mailsift.smtp.pacing import (
+    DomainStats,
+    Scheduler,
+    Ticket,
+    Window,
+    is_connection_pressure,
+    is_rate_reply,
+)
 from mailsift.smtp.replies import classify_reply, is_too_many, sanitize_message
 from mailsift.smtp.wire import ensure_in_step, one_by_one, pipelined, rcpt_command, sni
 
@@ -30,15 +39,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mailsift.smtp")
 
-#: A second (third...) connection to a domain is opened only when each would carry at
-#: least this many addresses: for a handful, one connection is faster than two handshakes.
-MIN_RCPTS_PER_CONNECTION = 5
+#: Another connection to a domain is opened only when at least this many of its addresses
+#: wait unclaimed: for a handful, one connection is faster than two handshakes.
+MIN_RCPTS_PER_CONNECTION = 20
 #: Addresses (IPs) tried per domain at most, over all its MX hosts.
 MAX_TARGETS = 6
 #: Connections that may carry one address before it gets the failure as its outcome.
 MAX_ATTEMPTS = 2
 #: RCPT commands written at once to a server that offers PIPELINING (RFC 2920).
-PIPELINE_DEPTH = 50
+PIPELINE_DEPTH = 100
+#: Recipients per mail transaction: RFC 5321 4.5.3.1.8 obliges a server to take 100; a
+#: longer session starts a new transaction (RSET, MAIL FROM) after as many.
+MAX_RCPTS_PER_TXN = 100
+#: A pipelined group of at least this many RCPTs tells whether the server answers them
+#: together or one after another, by at least SERIAL_GAP seconds each.
+SERIAL_SAMPLE = 5
+SERIAL_GAP = 0.005
+#: Pause before a new session after pressure doubles from ``smtp_reconnect_delay`` up to
+#: this many seconds (RFC 5321 4.5.4.1: retry, but not at once).
+MAX_BACKOFF = 30.0
 
 #: Sessions a domain may open again on a host that answered some recipients and then
 #: hung up (a per-session error or recipient limit), over the whole probe call.
@@ -48,29 +67,6 @@ _RANK: dict[str, int] = {
     "unroutable": 0,  # any other failure (an unresolved host, a timeout) says more
     "unreachable": 1, "timeout": 2, "error": 3, "rejected": 3, "temporary": 4, "blocked": 5
 }
-
-
-class Limits:
-    """Connection slots of one event loop: one global semaphore, one per domain
-    (created on demand, dropped when nobody holds or waits for it)."""
-
-    def __init__(self, total: int) -> None:
-        self.total = asyncio.Semaphore(total)
-        self.domains: dict[str, list] = {}  # domain -> [Semaphore, users]
-
-    @contextlib.asynccontextmanager
-    async def slot(self, domain: str, per_domain: int) -> AsyncIterator[None]:
-        entry = self.domains.get(domain)
-        if entry is None:
-            entry = self.domains[domain] = [asyncio.Semaphore(per_domain), 0]
-        entry[1] += 1
-        try:
-            async with entry[0], self.total:
-                yield
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0 and self.domains.get(domain) is entry:
-                del self.domains[domain]
 
 
 # --------------------------------------------------------------------------- one call
@@ -87,7 +83,7 @@ class Target:
     session_cap: int | None = None
 
 
-Next = Literal["done", "next", "retire", "again"]
+Next = Literal["done", "next", "retire", "again", "evicted"]
 
 
 @dataclass(slots=True)
@@ -117,6 +113,10 @@ class Conn:
     established: bool = False  # got past MAIL FROM (and the catch-all probe)
     polite: bool = True  # end with QUIT
     answered: int = 0  # RCPT replies received on this connection (the probe included)
+    ticket: Ticket | None = None
+    open_at_start: int = 1  # sessions of its window open when it started, itself included
+    #: A rate refusal at RCPT: the session ends after its group, the window halves.
+    pressure: Failure | None = None
 
 
 class Abort(Exception):
@@ -146,10 +146,20 @@ class DomainRun:
     connections: int = 0
     catch_all: bool | None = None
     catch_all_done: bool = False
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
     established: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     reconnects: int = 0
+    # -- pace (see :mod:`.pacing`)
+    scheduler: Scheduler | None = None
+    window: Window | None = None
+    stats: DomainStats | None = None
+    emails: list[str] = field(default_factory=list)
+    group: asyncio.TaskGroup | None = None
+    workers: int = 0  # worker tasks alive
+    waiting: int = 0  # of them, waiting for room in the window or a slot
+    budget: asyncio.Timeout | None = None
+    started: float | None = None  # the first session's start (loop time)
+    expired: bool = False
 
     @property
     def settings(self) -> Settings:
@@ -231,15 +241,37 @@ class DomainRun:
     # -- orchestration -----------------------------------------------------------------
 
     async def execute(self) -> None:
-        total = len(self.queue)
-        workers = min(
-            self.settings.per_domain_concurrency,
-            max(1, math.ceil(total / MIN_RCPTS_PER_CONNECTION)),
-        )
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self.worker(first=True))
-            if workers > 1:
-                group.create_task(self.spawn(group, workers - 1))
+        """Run workers until every address has an outcome or the domain's time budget
+        (``smtp_domain_budget``, counted from its first session) runs out."""
+        loop = asyncio.get_running_loop()
+        self.emails = list(self.queue)
+        self.budget = asyncio.timeout(None)
+        try:
+            async with self.budget:
+                async with asyncio.TaskGroup() as group:
+                    self.group = group
+                    self.launch()
+        except TimeoutError:
+            if not self.budget.expired():
+                raise
+            self.expired = True
+        finally:
+            self.group = None
+            if self.stats is not None and self.started is not None:
+                self.stats.seconds += loop.time() - self.started
+        if self.expired:
+            spent = Failure(
+                "timeout",
+                None,
+                f"time budget of {self.settings.smtp_domain_budget:g} s for {self.domain} spent",
+                None,
+                "budget",
+            )
+            self.note(spent)
+            if self.stats is not None:
+                self.stats.budget_spent = True
+            for email in self.emails:
+                self.results.setdefault(email, spent.outcome(email))
         for email in list(self.queue):
             failure = self.last.get(email) or self.failure
             if failure is None:
@@ -247,6 +279,36 @@ class DomainRun:
             self.results.setdefault(email, failure.outcome(email))
         self.queue.clear()
         self.weigh_rejections()
+
+    def launch(self) -> None:
+        assert self.group is not None
+        self.workers += 1
+        self.group.create_task(self.worker())
+
+    def maybe_spawn(self) -> None:
+        """More connections only once one holds a conversation here (a dead or
+        tarpitting domain costs one connection), while the window has room and enough
+        addresses wait unclaimed to be worth a handshake."""
+        window = self.window
+        if self.group is None or window is None or not self.established or self.waiting:
+            return
+        if window.pipelining and window.serial is None:
+            # The first group tells whether more sessions would help; until then, the
+            # window's first size when there is more than one session's work.
+            if len(self.queue) < self.settings.max_rcpt_per_connection:
+                return
+            room = min(window.size - self.workers, window.room())
+            for _ in range(max(0, room)):
+                self.launch()
+            return
+        if window.serial or not window.pipelining:
+            worth = MIN_RCPTS_PER_CONNECTION  # one RCPT at a time: more sessions, faster
+        else:  # a group of RCPTs costs one round trip: more only for more than a session's
+            worth = self.settings.max_rcpt_per_connection
+        room = min(window.limit() - self.workers, window.room())
+        extra = min(room, len(self.queue) // worth)
+        for _ in range(max(0, extra)):
+            self.launch()
 
     def weigh_rejections(self) -> None:
         """Use the conversation as evidence for replies that alone prove nothing.
@@ -267,34 +329,70 @@ class DomainRun:
                     email, "not_found", outcome.code, outcome.message, outcome.mx_host
                 )
 
-    async def spawn(self, group: asyncio.TaskGroup, extra: int) -> None:
-        """More connections only once the first one holds a conversation: a dead or
-        tarpitting domain costs one connection, not ``per_domain_concurrency``."""
-        await self.ready.wait()
-        if self.established:
-            for _ in range(extra):
-                if self.queue:
-                    group.create_task(self.worker(first=False))
-
-    async def worker(self, *, first: bool) -> None:
+    async def worker(self) -> None:
+        assert self.window is not None and self.scheduler is not None
+        window, scheduler = self.window, self.scheduler
         try:
             while self.queue:
                 target = await self.target()
                 if target is None:
                     return
-                async with self.prober._limits().slot(
-                    self.domain, self.settings.per_domain_concurrency
-                ):
+                self.waiting += 1
+                try:
+                    epoch, open_at_start = await window.enter()
+                    try:
+                        ticket = await scheduler.acquire(
+                            window, target.ip, len(self.queue), open_at_start == 1
+                        )
+                    except BaseException:
+                        window.leave()
+                        raise
+                finally:
+                    self.waiting -= 1
+                try:
+                    if self.started is None:
+                        self.started = asyncio.get_running_loop().time()
+                        assert self.budget is not None
+                        self.budget.reschedule(self.started + self.settings.smtp_domain_budget)
                     if not self.queue:
                         return
-                    step = await self.session(target)
+                    step = await self.session(target, ticket, epoch, open_at_start)
+                finally:
+                    scheduler.release(ticket)
+                    window.leave()
                 if step == "retire":
                     return
                 if step == "again":  # RFC 5321 4.5.4.1: do not come straight back
-                    await asyncio.sleep(self.settings.smtp_reconnect_delay)
+                    pause = window.backoff or self.settings.smtp_reconnect_delay
+                    await asyncio.sleep(pause)
         finally:
-            if first:
-                self.ready.set()
+            self.workers -= 1
+
+    def pressure(self, failure: Failure, epoch: int) -> None:
+        """A sign that we go too fast for this destination: halve its window; a refused
+        connection while others were open caps it at those."""
+        assert self.window is not None
+        window = self.window
+        at_connect = failure.stage in ("connect", "banner", "helo")
+        open_ok = window.active - 1 if at_connect and failure.stage != "connect" else None
+        window.shrink(epoch, open_ok=open_ok)
+        delay = self.settings.smtp_reconnect_delay
+        window.backoff = min(MAX_BACKOFF, max(delay, window.backoff * 2 if window.backoff else delay))
+        if self.stats is not None:
+            self.stats.refusals += 1
+        log.debug(
+            "smtp %s: pressure (%s %s): window %d, cap %s",
+            self.domain, failure.code, failure.message, window.limit(), window.cap,
+        )
+
+    def is_pressure(self, failure: Failure) -> bool:
+        if failure.stage == "connect":
+            return True  # refused or timed out
+        if failure.stage in ("banner", "helo"):
+            return is_connection_pressure(failure.code, failure.message)
+        if failure.stage in ("mail", "rcpt"):
+            return is_rate_reply(failure.code, failure.message)
+        return False
 
     # -- one connection ----------------------------------------------------------------
 
@@ -305,6 +403,7 @@ class DomainRun:
         inflight: Sequence[str],
         established: bool,
         answered: int = 0,
+        epoch: int | None = None,
     ) -> Next:
         """Record a broken connection and say what its worker does next.
 
@@ -313,9 +412,23 @@ class DomainRun:
         session) is alive: the answers it gave are kept, and a fresh session, after a
         short pause, asks only what is left, at most as many as it answered this time.
         Only the first unanswered address may have caused the hang-up: it alone is
-        charged an attempt."""
+        charged an attempt.
+
+        Pressure (see :meth:`is_pressure`) halves the destination's window. A host that
+        holds conversations here and refuses one more connection is not dead: that
+        worker retires, or, when it is the domain's last, tries again after a pause
+        while the domain's time budget lasts."""
         self.note(failure)
         log.debug("smtp %s (%s): %s %s", target.host, target.ip, failure.kind, failure.message)
+        pressure = epoch is not None and self.is_pressure(failure)
+        if pressure:
+            assert epoch is not None
+            self.pressure(failure, epoch)
+        if pressure and failure.stage in ("mail", "rcpt") and inflight:
+            # A rate refusal part-way: nothing here is about these addresses.
+            for email in reversed(inflight):
+                self.queue.appendleft(email)
+            return "again"
         resumable = (
             answered > 0
             and failure.kind in ("temporary", "error", "timeout")
@@ -336,6 +449,8 @@ class DomainRun:
         if target.proven and not established:
             # The host holds conversations on other connections; this one was turned
             # away (a per-client connection limit, say): fewer connections, same host.
+            if pressure and self.workers <= 1 and self.queue:
+                return "again"
             return "retire"
         target.alive = False
         return "next"
@@ -404,18 +519,23 @@ class DomainRun:
             raise
         return sock
 
-    async def session(self, target: Target) -> Next:
-        """One connection: greet, maybe STARTTLS, one mail transaction (more after a
-        "too many recipients" 452), as many RCPT as allowed (pipelined when the server
-        offers PIPELINING), QUIT. Never DATA."""
+    async def session(
+        self, target: Target, ticket: Ticket, epoch: int, open_at_start: int = 1
+    ) -> Next:
+        """One connection: greet, maybe STARTTLS, one mail transaction per 100
+        recipients (and after a "too many recipients" 452), as many RCPT as allowed
+        (pipelined when the server offers PIPELINING), QUIT. Never DATA."""
         settings = self.settings
         timeout = settings.smtp_timeout
         try:
             sock = await self.connect(target)
         except Abort as abort:
-            return self.after_failure(target, abort.failure, [], False)
+            return self.after_failure(target, abort.failure, [], False, epoch=epoch)
+        ticket.touch()
         self.connections += 1
         self.prober.connections_opened += 1
+        if self.stats is not None:
+            self.stats.connections += 1
         smtp = aiosmtplib.SMTP(
             sock=sock,
             local_hostname=settings.helo_hostname,
@@ -424,15 +544,18 @@ class DomainRun:
             use_tls=False,
             validate_certs=False,
         )
-        conn = Conn(target, smtp)
+        conn = Conn(target, smtp, ticket=ticket, open_at_start=open_at_start)
+        ticket.closer = smtp.close
         stage = "banner"
         failure: Failure | None = None
         try:
             await smtp.connect()
             ensure_in_step(smtp)
+            ticket.touch()
             stage = "helo"
             await self.greet(smtp)
             ensure_in_step(smtp)
+            ticket.touch()
             if settings.smtp_starttls and smtp.supports_extension("starttls"):
                 stage = "starttls"
                 async with asyncio.timeout(timeout * 2):
@@ -441,9 +564,11 @@ class DomainRun:
                         server_hostname=sni(target.host),
                         timeout=timeout,
                     )
+                ticket.touch()
                 stage = "helo"
                 await self.greet(smtp)  # RFC 3207 4.2: the EHLO list is learnt anew
                 ensure_in_step(smtp)
+                ticket.touch()
             conn.utf8 = smtp.supports_extension("smtputf8")
             conn.pipelining = smtp.supports_extension("pipelining")
             if not settings.mail_from.isascii() and not conn.utf8:
@@ -455,6 +580,8 @@ class DomainRun:
             stage = "mail"
             await self.mail_from(smtp, target, conn.utf8)
             ensure_in_step(smtp)
+            ticket.touch()
+            self.handshake_ok(conn)
             stage = "rcpt"
             await self.recipients(conn)
         except Abort as abort:
@@ -477,17 +604,41 @@ class DomainRun:
                     await smtp.quit(timeout=timeout)
             # The transport owns the socket now: closing it here behind the transport's
             # back would free the descriptor while the selector still watches it.
+            ticket.closer = None
             smtp.close()
+        if ticket.evicted:
+            # Closed by the scheduler: slow while the slow share was full. Nothing here
+            # is about the addresses: they wait for a slow slot.
+            for email in reversed(conn.inflight):
+                self.queue.appendleft(email)
+            return "evicted"
+        if failure is None and conn.pressure is not None:
+            self.pressure(conn.pressure, epoch)
+            return "again"
         if failure is None:
+            assert self.window is not None
+            self.window.backoff = 0.0
             return "done"
         return self.after_failure(
-            target, failure, conn.inflight, conn.established, conn.answered
+            target, failure, conn.inflight, conn.established, conn.answered, epoch
         )
 
     def establish(self, conn: Conn) -> None:
-        """This connection holds a conversation: other connections may open now."""
+        """This connection holds a conversation: the window grows by one while work is
+        queued, and other connections may open."""
+        if conn.established:
+            return
         conn.established = conn.target.proven = self.established = True
-        self.ready.set()
+        self.maybe_spawn()
+
+    def handshake_ok(self, conn: Conn) -> None:
+        """Greeting, EHLO and MAIL FROM went through: the destination took this session
+        with the others open (Postfix's positive feedback: one more while work waits)."""
+        assert self.window is not None
+        self.window.pipelining = conn.pipelining
+        self.window.established(conn.open_at_start)
+        if self.queue:
+            self.window.grow()
 
     async def recipients(self, conn: Conn) -> None:
         """The RCPT commands of one connection: the catch-all probe first (when still
@@ -518,19 +669,22 @@ class DomainRun:
             (carried or self.queue)
             and sent < min(settings.max_rcpt_per_connection, target.session_cap or sys.maxsize)
         ):
-            limit = txn_limit if conn.pipelining else None
-            if txn_full or (limit is not None and in_txn >= limit):
+            limit = min(txn_limit or MAX_RCPTS_PER_TXN, MAX_RCPTS_PER_TXN)
+            if txn_full or in_txn >= limit:
                 await self.new_transaction(conn)
                 in_txn, txn_full = 0, False
             group: list[str | None] = [None] if probe is not None else []  # None: the probe
             per_session = settings.max_rcpt_per_connection
             if target.session_cap is not None:
                 per_session = min(per_session, target.session_cap)
-            room = min(
-                depth - len(group),
-                per_session - sent,
-                (limit - in_txn - len(group)) if limit is not None else depth,
-            )
+            room = min(depth - len(group), per_session - sent, limit - in_txn - len(group))
+            if depth > 1 and self.window is not None and self.window.serial is None:
+                room = min(room, SERIAL_SAMPLE + 1)  # a sample first: how does it answer?
+            elif depth > 1 and self.window is not None and self.window.serial:
+                # A server that judges one RCPT after another: a fair share of what is
+                # left for each session the window may open, so that many ask at once.
+                share = math.ceil(len(self.queue) / self.spread())
+                room = min(room, max(MIN_RCPTS_PER_CONNECTION, share))
             while room > 0 and (carried or self.queue):
                 if carried:
                     email = carried.popleft()  # in flight already
@@ -547,14 +701,22 @@ class DomainRun:
             if not group:
                 continue
             sent += len(group) - (probe is not None)
+            if self.stats is not None:
+                self.stats.rcpts += len(group)
             commands = [rcpt_command(probe if item is None else item) for item in group]
             if conn.pipelining:
                 exchange = pipelined(smtp, commands, settings.smtp_timeout)
             else:
                 exchange = one_by_one(smtp, commands, settings.smtp_timeout)
+            first_reply: float | None = None
+            sent_at = time.monotonic()
             async with exchange as read:
                 for item in group:
                     reply = await read()
+                    if conn.ticket is not None:
+                        conn.ticket.touch()
+                    if first_reply is None:
+                        first_reply = time.monotonic()
                     if reply.code == 421:  # the server is closing: back off (RFC 5321 3.8)
                         # Not an answer about this address: Postfix says 421 to the
                         # command that crosses its error limit. The address and those
@@ -577,6 +739,14 @@ class DomainRun:
                         txn_limit = in_txn if txn_limit is None else min(txn_limit, in_txn)
                         self.prober._txn_limits[target.ip] = txn_limit
                         continue
+                    elif is_rate_reply(reply.code, reply.message) and not too_many:
+                        # "Too fast": not an answer about the address. It is asked again
+                        # on a later session, after a pause (the window halves).
+                        conn.inflight.remove(item)
+                        self.queue.append(item)
+                        conn.pressure = Failure(
+                            "temporary", reply.code, reply.message, target.host, "rcpt"
+                        )
                     else:
                         conn.inflight.remove(item)
                         kind = classify_reply(reply.code, reply.message, "rcpt")
@@ -585,9 +755,31 @@ class DomainRun:
                         )
                     if not too_many:
                         in_txn += 1
+            if conn.pipelining and len(group) >= SERIAL_SAMPLE and first_reply is not None:
+                gap = (time.monotonic() - first_reply) / (len(group) - 1)
+                self.note_pace(gap, first_reply - sent_at)
+            if conn.pressure is not None:
+                break
         for email in reversed(carried):  # out of budget: another connection takes them
             conn.inflight.remove(email)
             self.queue.appendleft(email)
+
+    def note_pace(self, gap: float, first: float) -> None:
+        """``gap``, the time between the replies of a pipelined group: next to nothing
+        when the server answers them together (one round trip: ``first``, the wait for
+        the first reply), the server's own time per RCPT when it judges them one after
+        another; then more sessions ask at once."""
+        if self.window is not None and self.window.serial is None:
+            self.window.serial = gap >= max(SERIAL_GAP, first / 4)
+            self.maybe_spawn()
+
+    def spread(self) -> int:
+        """Sessions the window may hold at once (1 for a slow destination)."""
+        window = self.window
+        if window is None or window.slow:
+            return 1
+        top = window.ceiling if window.cap is None else min(window.ceiling, window.cap)
+        return max(1, top)
 
     async def new_transaction(self, conn: Conn) -> None:
         await self.rset(conn.smtp, conn.target)

@@ -12,7 +12,8 @@ RFC 3207, MAIL, RCPT, RSET, NOOP, QUIT; command pipelining per RFC 2920, adverti
 at MAIL FROM, greylisting, garbage, endless lines, dropped connections, replies cut in
 half and lost pipelined commands.
 
-Latency models a network round trip: the reply to a command goes out ``latency``
+Latency models a network round trip (or, with ``latency_model="serial"``, a server that
+takes that long to judge each command, one after another): the reply to a command goes out ``latency``
 seconds after the command was *received* (and never before the reply to the command
 before it; replies stay in order). A client that waits for each reply pays ``latency``
 per command; one that pipelines N commands gets N replies after about one ``latency``.
@@ -96,6 +97,13 @@ class Behaviour:
     #: was received (the banner: after the connection, plus ``banner_delay``), never
     #: before the previous reply. Pipelined commands therefore overlap.
     latency: float = 0.0
+    #: How ``latency`` is spent. ``"round_trip"``: in the network, so pipelined commands
+    #: share it. ``"serial"``: in the server, which judges one command after another
+    #: (a directory or policy lookup per RCPT: Postfix's smtpd handles a connection's
+    #: commands in order, each RCPT through its restriction lists and lookup tables before
+    #: the next is read), so each reply goes out ``latency`` after the previous one even
+    #: when the commands were pipelined; more connections are what help then.
+    latency_model: Literal["round_trip", "serial"] = "round_trip"
     #: ``drop_pipelined``: advertises PIPELINING but silently loses every command that
     #: arrived while it was still answering an earlier one (a broken pipeliner).
     fault: Fault | None = None
@@ -106,7 +114,9 @@ class Behaviour:
     drop_after_rcpts: int | None = None
     #: Advertise SMTPUTF8 (RFC 6531) in the EHLO reply.
     smtputf8: bool = True
-    #: Simultaneous connections allowed; more get a 421 banner (a per-client limit).
+    #: Simultaneous connections allowed; more get a 421 banner (a per-client limit:
+    #: Postfix's ``smtpd_client_connection_count_limit`` answers "421 4.7.0 Error: too
+    #: many connections from <ip>"; Exchange's ``MaxInboundConnectionPerSource``).
     max_connections: int | None = None
     #: Simultaneous connections allowed from one client IP; more get Postfix's reply to a
     #: client over ``smtpd_client_connection_count_limit`` (postconf(5); anvil counts per
@@ -305,6 +315,10 @@ class SmtpServer:
         #: Commands received before the reply to the command before them was sent,
         #: i.e. commands a client pipelined (RFC 2920).
         self.pipelined = 0
+        #: Connections refused with 421 for ``max_connections``, and the most that were
+        #: open at once after the first such refusal (a polite client stays at the cap).
+        self.refused_busy = 0
+        self.max_concurrent_after_refusal = 0
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -325,6 +339,8 @@ class SmtpServer:
         self.connections_by_ip = {}
         self.tls_sessions = 0
         self.pipelined = 0
+        self.refused_busy = 0
+        self.max_concurrent_after_refusal = 0
 
     # -- lifecycle (inside the serving loop) -------------------------------------------
 
@@ -360,13 +376,16 @@ class SmtpServer:
         self.connections += 1
         self.active += 1
         self.max_concurrent = max(self.max_concurrent, self.active)
+        if self.refused_busy:
+            self.max_concurrent_after_refusal = max(self.max_concurrent_after_refusal, self.active)
         peer = writer.get_extra_info("peername")
         ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
         self.connections_by_ip[ip] = self.connections_by_ip.get(ip, 0) + 1
         self.active_by_ip[ip] = self.active_by_ip.get(ip, 0) + 1
         self.max_concurrent_by_ip[ip] = max(self.max_concurrent_by_ip.get(ip, 0), self.active_by_ip[ip])
+        session = _Session(self, self.behaviour, reader, writer, client_ip=ip)
         try:
-            await _Session(self, self.behaviour, reader, writer, client_ip=ip).run()
+            await session.run()
         except (_Hangup, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError):
             pass
         except asyncio.CancelledError:
@@ -374,8 +393,9 @@ class SmtpServer:
         except Exception:  # noqa: BLE001 - odd input cuts one connection, never the farm
             _log.debug("connection to %s ended by an error", self.host, exc_info=True)
         finally:
-            self.active -= 1
-            self.active_by_ip[ip] -= 1
+            if session.counted:
+                self.active -= 1
+                self.active_by_ip[ip] -= 1
             self._tasks.discard(task)
             writer.transport.abort()
 
@@ -418,6 +438,7 @@ class _Session:
         self.writer = writer
         self.loop = asyncio.get_running_loop()
         self.greeted = False
+        self.counted = True  # in the server's ``active`` count
         self.tls = False
         self.mail_from: str | None = None
         self.rcpts: list[str] = []
@@ -473,11 +494,13 @@ class _Session:
         code, text = b.banner
         if b.max_connections is not None and self.server.active > b.max_connections:
             code, text = 421, "4.7.0 Too many concurrent connections, try again later"
+            self.server.refused_busy += 1
         elif (
             b.max_connections_per_ip is not None
             and self.server.active_by_ip.get(self.client_ip, 0) > b.max_connections_per_ip
         ):
             code, text = 421, f"4.7.0 Error: too many connections from {self.client_ip}"
+            self.server.refused_busy += 1
         self.due = connected_at + b.banner_delay + b.latency
         if b.unsolicited and code == 220:
             # Replies to commands not sent yet, in the banner's segment: a broken or
@@ -503,7 +526,10 @@ class _Session:
                     with contextlib.suppress(Exception):
                         await self.send(421, "4.4.2 Idle timeout, closing")
                     raise _Hangup from None
-                self.due = received_at + b.latency
+                start = received_at
+                if b.latency_model == "serial":
+                    start = max(received_at, self.replied_at)
+                self.due = start + b.latency
                 if kind == "eof":
                     raise _Hangup
                 if kind == "too_long":
@@ -721,6 +747,12 @@ class _Session:
         await self.send(252, "2.0.0 Cannot VRFY user, but will accept message")
 
     async def cmd_quit(self, arg: str) -> None:
+        # The session is over once QUIT is read: no longer counted as open, so that a
+        # client's next connection, made as soon as it reads the 221, is not refused
+        # for a connection this thread has not closed yet (``max_connections``).
+        self.server.active -= 1
+        self.server.active_by_ip[self.client_ip] -= 1
+        self.counted = False
         await self.send(221, "2.0.0 Bye")
         raise _Hangup
 
