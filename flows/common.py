@@ -19,7 +19,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
-from flows.summary import summary_markdown
+from flows.summary import md_text, summary_markdown
 from mailsift.diagnosis import PathDiagnostics
 from mailsift.errors import BackendAuthError, QualityGateFailed
 from mailsift.result import utcnow
@@ -292,9 +292,23 @@ def fail_run(wh: Warehouse, run_id: str, exc: Exception, counters: RunCounters) 
     if isinstance(exc, QualityGateFailed) and counters.smtp_note:
         exc = QualityGateFailed(f"{exc}. {counters.smtp_note}")
     status = "gate_failed" if isinstance(exc, QualityGateFailed) else "failed"
-    wh.finish_run(run_id, status=status, finished_at=utcnow(), summary={"error": str(exc)},
+    summary: dict[str, Any] = {"error": str(exc)}
+    wh.finish_run(run_id, status=status, finished_at=utcnow(), summary=summary,
                   **counters.as_counts())
-    get_run_logger().error("%s", exc)
+    logger = get_run_logger()
+    logger.error("%s", exc)
+    if status == "gate_failed" and wh.path != ":memory:":
+        # nothing goes to the exports, but the list's owner sees why: the report goes
+        # beside the warehouse, where a later `mailsift report` would put it too
+        summary["report"] = write_run_report(wh, Path(wh.path).with_name("mailsift-report.html"))
+        if summary["report"]:
+            wh.finish_run(run_id, status=status, finished_at=utcnow(), summary=summary,
+                          **counters.as_counts())
+            logger.info("the list-health report, with this gate failure: %s", summary["report"])
+            create_markdown_artifact(
+                markdown=f"# Quality gate failed\n\nNothing was exported. The list-health report "
+                         f"shows the list and the gate's history: {md_text(summary['report'])}\n",
+                key="list-health-report", description="Where the list-health report is")
     return Failed(message=str(exc), data=exc)
 
 

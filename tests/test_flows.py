@@ -173,6 +173,9 @@ def test_gate_failure_exports_nothing_and_records_it(world: World, tmp_path: Pat
     rows = sql(tmp_path / "wh.duckdb", "SELECT is_passed, failed_expectations FROM quality_runs")
     assert rows == [(False, ["unknown_share_within_threshold"])]
     assert sql(tmp_path / "wh.duckdb", "SELECT status FROM runs")[0][0] == "gate_failed"
+    # nothing exported, but the report beside the warehouse shows the failed gate
+    report = (tmp_path / "mailsift-report.html").read_text(encoding="utf-8")
+    assert 'class="seg seg-failed"' in report and "unknown_share_within_threshold" in report
 
 
 def test_webhooks_are_signed_batched_and_recorded(crm_world: World, tmp_path: Path, monkeypatch) -> None:
