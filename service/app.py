@@ -18,7 +18,7 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from mailsift import __version__
-from mailsift.settings import Settings
+from mailsift.settings import Settings, db_location
 from service.errors import ApiError, install_error_handlers
 from service.keys import ApiKey, KeyRing
 from service.limits import BodyLimit, RateLimiter
@@ -48,7 +48,7 @@ class Service:
 
     engine_settings: Settings
     serve: ServeSettings
-    db: Path
+    db: Path | str
     state: ServiceState
     shared: SharedWarehouse
     keys: KeyRing
@@ -61,7 +61,9 @@ class Service:
 
     @classmethod
     def build(cls, engine_settings: Settings, serve: ServeSettings) -> "Service":
-        db = Path(engine_settings.db).expanduser()
+        db = db_location(engine_settings.db)  # a file Path, or a postgresql:// URL
+        if isinstance(db, Path):
+            db = db.expanduser()
         state = ServiceState(serve.state_path(db))
         shared = SharedWarehouse(db, state)
         keys = KeyRing(shared.keys, serve.keys_refresh_seconds)
@@ -148,7 +150,7 @@ def create_app(
         if service.outbox is not None:
             service.outbox.start()
         service.tasks.append(asyncio.create_task(service.flush_forever()))
-        log.info("mailsift serve: warehouse %s, %d active keys", service.db, len(service.keys))
+        log.info("mailsift serve: warehouse %s, %d active keys", service.shared.name, len(service.keys))
         try:
             yield
         finally:

@@ -20,7 +20,8 @@ keys_app = typer.Typer(
 )
 
 DbOpt = Annotated[
-    Optional[Path], typer.Option("--db", help="DuckDB warehouse [env MAILSIFT_DB, default ./mailsift.duckdb].")
+    Optional[str],
+    typer.Option("--db", help="Warehouse: a DuckDB file or a postgresql:// URL [env MAILSIFT_DB, default ./mailsift.duckdb]."),
 ]
 
 
@@ -29,15 +30,16 @@ def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _db(db: Path | None) -> Path:
+def _db(db: str | None) -> Path | str:
+    """The warehouse location: a file ``Path`` or a ``postgresql://`` URL."""
     from pydantic import ValidationError
 
-    from mailsift.settings import Settings
+    from mailsift.settings import Settings, db_location
 
     if db is not None:
-        return db
+        return db_location(db)
     try:
-        return Settings().db
+        return db_location(Settings().db)
     except ValidationError as exc:
         raise _fail(f"bad settings: {exc.errors()[0]['msg']}") from None
 
@@ -117,6 +119,15 @@ def keys_revoke(
     typer.echo(f"revoked {n} key(s)")
 
 
+def _shown(where: Path | str) -> str:
+    """The warehouse for a message: a URL without its password."""
+    if isinstance(where, Path):
+        return str(where)
+    from warehouse.redaction import redact_url
+
+    return redact_url(where)
+
+
 def serve(
     host: Annotated[Optional[str], typer.Option("--host", help="[env MAILSIFT_SERVE_HOST, 127.0.0.1]")] = None,
     port: Annotated[Optional[int], typer.Option("--port", help="[env MAILSIFT_SERVE_PORT, 8080]")] = None,
@@ -139,6 +150,7 @@ def serve(
         os.environ.setdefault(key, value)
     try:
         engine = Settings(**({"db": db} if db else {}))
+        where = _db(db)
         given = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
         serve_settings = ServeSettings(**given)
     except ValidationError as exc:
@@ -148,7 +160,7 @@ def serve(
     from warehouse import Warehouse
 
     try:  # create or migrate it now: a bad path is one line, not a start-up traceback
-        Warehouse.open(engine.db, lock_timeout=30).close()
+        Warehouse.open(where, lock_timeout=30).close()
     except WarehouseError as exc:
         raise _fail(str(exc)) from None
     import uvicorn
@@ -159,7 +171,7 @@ def serve(
                         format="mailsift: %(levelname)s: %(message)s", stream=sys.stderr)
     app = create_app(engine, serve_settings)
     typer.echo(f"mailsift serve: http://{serve_settings.host}:{serve_settings.port}/docs "
-               f"(warehouse {engine.db})", err=True)
+               f"(warehouse {_shown(where)})", err=True)
     uvicorn.run(
         app,
         host=serve_settings.host,

@@ -26,7 +26,9 @@ class ServeSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, lt=65536)
     state_dir: Path | None = Field(
-        None, description="The service's own state (default: <db>.serve/ beside the warehouse)."
+        None,
+        description="The service's own state (default: <db>.serve/ beside a DuckDB warehouse, "
+        "./mailsift-serve-state/ with a PostgreSQL one).",
     )
 
     # one address
@@ -84,5 +86,11 @@ class ServeSettings(BaseSettings):
             raise ValueError("webhook waits must be >= 0")
         return value
 
-    def state_path(self, db: Path) -> Path:
-        return self.state_dir or db.with_name(db.name + ".serve")
+    def state_path(self, db: Path | str) -> Path:
+        """``state_dir``, else ``<db>.serve/`` beside a DuckDB file, else (a PostgreSQL
+        warehouse) ``./mailsift-serve-state/``."""
+        if self.state_dir is not None:
+            return self.state_dir
+        if isinstance(db, Path):
+            return db.with_name(db.name + ".serve")
+        return Path("mailsift-serve-state")

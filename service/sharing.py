@@ -39,6 +39,7 @@ from mailsift.result import VerificationResult
 from service.state import ServiceState
 from warehouse import RESULT_SCHEMA, Warehouse
 from warehouse.frames import results_from_frame
+from warehouse.redaction import redact_url
 
 __all__ = ["SharedWarehouse"]
 
@@ -50,9 +51,10 @@ class SharedWarehouse:
     """Short, serialized, lock-patient access to one warehouse file."""
 
     def __init__(
-        self, db: Path, state: ServiceState, *, read_wait: float = 0.25, write_wait: float = 2.0
+        self, db: Path | str, state: ServiceState, *, read_wait: float = 0.25, write_wait: float = 2.0
     ) -> None:
         self.db = db
+        self.name = str(db) if isinstance(db, Path) else redact_url(db)  # for messages
         self.state = state
         self.read_wait = read_wait
         self.write_wait = write_wait
@@ -69,7 +71,7 @@ class SharedWarehouse:
         wait = self.read_wait if wait is None else wait
         started = time.monotonic()
         if not self._lock.acquire(timeout=wait):
-            raise WarehouseError(f"{self.db} is busy (a load into it is in progress)")
+            raise WarehouseError(f"{self.name} is busy (a load into it is in progress)")
         try:
             left = max(0.0, wait - (time.monotonic() - started))
             with Warehouse.open(self.db, create=False, read_only=True, lock_timeout=left) as wh:

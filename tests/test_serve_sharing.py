@@ -11,8 +11,12 @@ import pytest
 
 from mailsift.errors import WarehouseError
 from mailsift.result import Checks, VerificationResult
+from mailsift.testing.world import World
+from service.keys import new_key
 from service.sharing import SharedWarehouse
 from service.state import ServiceState
+from tests.pg_fixtures import pg_server, pg_url  # noqa: F401 (fixtures)
+from tests.serve_fixtures import populate, running_service
 from warehouse import Warehouse
 
 HOLD_LOCK_FOR = """
@@ -88,3 +92,18 @@ def test_spool_loads_once_even_when_replayed_and_waits_out_a_lock(tmp_path: Path
         holder.kill()
         holder.wait()
     state.close()
+
+
+def test_serve_on_a_postgresql_warehouse(world: World, pg_url: str, tmp_path: Path) -> None:  # noqa: F811
+    populate(world)
+    key, key_id, key_hash, hint = new_key()
+    with Warehouse.open(pg_url) as wh:
+        wh.add_api_key(key_id=key_id, name="pg", is_test=False, key_hash=key_hash, key_hint=hint)
+    with running_service(world, tmp_path, db=pg_url, state_dir=str(tmp_path / "state")) as service:  # type: ignore[arg-type]
+        with service.client(key) as client:
+            first = client.post("/api/v1/verify", json={"email": "jane@acme.test"}).json()
+            again = client.post("/api/v1/verify", json={"email": "jane@acme.test"}).json()
+        assert (first["status"], first["cached"], again["cached"]) == ("valid", False, True)
+    with Warehouse.open(pg_url) as wh:  # loaded by the service's flush (at its shutdown at the latest)
+        rows = wh.query("SELECT run_id, status FROM verifications WHERE email = 'jane@acme.test'").rows()
+    assert rows == [("api", "valid")]
