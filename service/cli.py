@@ -49,7 +49,7 @@ def keys_create(
     name: Annotated[str, typer.Option("--name", help="Who or what uses the key.")],
     test: Annotated[bool, typer.Option("--test", help="A test key: sandbox answers, no network.")] = False,
     rate_limit: Annotated[
-        Optional[int], typer.Option("--rate-limit", min=0, help="Requests per minute (default: the service's).")
+        Optional[int], typer.Option("--rate-limit", min=0, help="Requests per minute, 0 unlimited (default: the service's).")
     ] = None,
     db: DbOpt = None,
 ) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def test_run_gate_and_a_bulk_flow_run_while_the_service_serves(
     busy_world: World, cli_env: dict[str, str], prefect_harness: str, tmp_path: Path
 ) -> None:
     db = tmp_path / "shared.duckdb"
-    key = add_key(db, "signup-form")
+    key = add_key(db, "signup-form", rate_limit=0)  # as fast as it goes: no 429 here
     export = tmp_path / "crm.csv"
     export.write_text("email,name\n" + "".join(
         f"user{i}@shop{i % 5}.test,U{i}\n" for i in range(1, 120)) + "jane@acme.test,Jane\n")
@@ -70,7 +71,7 @@ def test_run_gate_and_a_bulk_flow_run_while_the_service_serves(
         finally:
             stop.set()
             traffic.join(60)
-        assert codes and set(codes) == {200}
+        assert codes and set(codes) == {200}, Counter(codes)
         # the run's webhooks in the guide's shape: one signed POST per address
         hooks = receiver.requests_for("/crm")
         receiver.stop()
