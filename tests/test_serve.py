@@ -56,7 +56,7 @@ def service(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     with Warehouse.open(db) as wh:
         wh.append_verifications(results_frame(seeded), run_id="earlier-run", backend="local")
     with running_service(world, tmp, db=db, keys_refresh_seconds="0.3", max_body_bytes=str(1 << 20),
-                         max_bulk_addresses="1000") as live:
+                         max_bulk_addresses="1000", max_running_jobs="1", max_queued_jobs="1") as live:
         live.keys = keys
         yield live
 
@@ -229,3 +229,19 @@ def test_serve_on_a_bad_warehouse_path_is_one_line_and_exit_2(tmp_path: Path) ->
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"mailsift: {not_a_db} is not a DuckDB database file")
     assert not_a_db.read_text() == "email\njane@acme.test\n"
+
+
+def test_too_many_waiting_jobs_is_503_with_retry_after(service: LiveService) -> None:
+    with service.client(service.keys["live"]) as client:
+        busy = client.post("/api/v1/bulk/verify", json={"emails": [f"c{i}@crawl.test" for i in range(4)]})
+        assert busy.status_code == 202
+        deadline = time.monotonic() + 30  # the one worker has taken it: the queue is empty
+        while client.get(f"/api/v1/bulk/{busy.json()['job_id']}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        waiting = client.post("/api/v1/bulk/verify", json={"emails": ["jane@acme.test"]})
+        assert (waiting.status_code, waiting.json()["status"]) == (202, "queued")
+        refused = client.post("/api/v1/bulk/verify", json={"emails": ["jane@acme.test"]})
+        assert (refused.status_code, refused.json()["error"]) == (503, "unavailable")
+        assert int(refused.headers["Retry-After"]) > 0
+        assert client.post("/api/v1/verify", json={"email": "jane@acme.test"}).status_code == 200
