@@ -144,23 +144,28 @@ def dedupe(df: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     if isinstance(df, pl.DataFrame) and KEY not in df.columns:
         df = normalize(df)
     seq = "__ms_seq"
-    first = pl.col(seq).arg_min()
-    return (
-        df.lazy()
-        .select(KEY, DOMAIN, SOURCE, ROW)
-        .with_row_index(seq)
+    rows = df.lazy().select(KEY, DOMAIN, SOURCE, ROW).with_row_index(seq)
+    keys = (
+        rows.select(KEY, DOMAIN, seq)
         .filter(pl.col(KEY).is_not_null())
         .group_by(KEY)
         .agg(
             pl.col(DOMAIN).first().alias("domain"),
             pl.len().cast(pl.Int64).alias("n_rows"),
-            pl.col(SOURCE).get(first).alias("first_source"),
-            pl.col(ROW).get(first).alias("first_row"),
+            pl.col(seq).min(),  # the first row carrying it, in input order
         )
-        .rename({KEY: "email"})
+        .collect(engine="streaming")
+    )
+    firsts = (
+        rows.select(seq, SOURCE, ROW)
+        .filter(pl.col(seq).is_in(keys.get_column(seq).implode()))
+        .collect(engine="streaming")
+    )
+    return (
+        keys.join(firsts, on=seq, how="left")
+        .rename({KEY: "email", SOURCE: "first_source", ROW: "first_row"})
         .sort(["domain", "email"], nulls_last=True)
         .select("email", "domain", "n_rows", "first_source", "first_row")
-        .collect(engine="streaming")
     )
 
 

@@ -18,16 +18,20 @@ into clean UTF-8 for polars.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from tasks.extract.sources import fail
 
 __all__ = [
     "BLANK_MARK",
     "MAX_LINE",
+    "PART_BYTES",
     "Decoded",
     "bom_encoding",
     "charset_from_content_type",
@@ -43,6 +47,8 @@ log = logging.getLogger(__name__)
 BLANK_MARK = "\x1emailsift-blank:"
 #: A line (outside quoted fields, counted between line breaks) longer than this is refused.
 MAX_LINE = 64 * 1024 * 1024
+#: Size of the clean text parts polars parses one at a time.
+PART_BYTES = 16 * 1024 * 1024
 SNIFF_BYTES = 64 * 1024
 _CHUNK = 4 * 1024 * 1024
 _BOMS: tuple[tuple[bytes, str], ...] = (
@@ -148,7 +154,7 @@ def decode_text(source: str, data: bytes, encoding: str | None, *, hint: str | N
 class Decoded:
     """What :func:`to_clean_utf8` wrote and saw."""
 
-    path: Path
+    parts: list[Path]  #: the clean text, in order; records never span two parts
     encoding: str  #: "utf-8", the BOM's, or "utf-8+<fallback>" for per-line fallback
     fallback_lines: int = 0  #: lines read with the 8-bit fallback
     has_utf8_non_ascii: bool = False  #: some line is non-ASCII UTF-8
@@ -165,13 +171,35 @@ class Decoded:
 
 
 class _Writer:
-    """Collapses blank-line runs outside quoted fields while writing UTF-8 lines."""
+    """Collapses blank-line runs outside quoted fields while writing UTF-8 lines, into
+    part files of about :data:`PART_BYTES` each, cut only between records (outside
+    quotes), so each part parses on its own."""
 
-    def __init__(self, out: object) -> None:
-        self.out = out
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.parts: list[Path] = []
+        self.out: BinaryIO | None = None
+        self.size = 0
         self.in_quotes = False
         self.started = False  # a non-blank line was written (the header)
         self.blank_lines = 0
+
+    def _emit(self, data: bytes) -> None:
+        if not data:
+            return
+        if self.out is None or (self.size >= PART_BYTES and not self.in_quotes):
+            self.close()
+            path = self.directory / f"part-{len(self.parts):05d}.csv"
+            self.out = path.open("wb")
+            self.parts.append(path)
+            self.size = 0
+        self.out.write(data)
+        self.size += len(data)
+
+    def close(self) -> None:
+        if self.out is not None:
+            self.out.close()
+            self.out = None
 
     def write(self, data: bytes) -> None:
         """``data``: whole lines of UTF-8."""
@@ -199,25 +227,34 @@ class _Writer:
         if rest:
             self.started = True
         pieces.append(rest)
-        self.out.write(b"".join(pieces))  # type: ignore[attr-defined]
+        self._emit(b"".join(pieces))
+
+
+@contextlib.contextmanager
+def _closing(writer: _Writer) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        writer.close()
 
 
 def to_clean_utf8(
     source: str,
     path: Path,
-    dest: Path,
+    directory: Path,
     *,
     encoding: str | None,
     hint: str | None,
 ) -> Decoded:
-    """Stream ``path`` (a delimited text source) into ``dest`` as clean UTF-8 (module doc)."""
-    result = Decoded(dest, encoding or "utf-8")
+    """Stream ``path`` (a delimited text source) into part files in ``directory`` as clean
+    UTF-8 (module doc)."""
+    result = Decoded([], encoding or "utf-8")
     fallback: str | None = None
     mac: bool | None = None
     decoder = codecs.getincrementaldecoder(encoding)("strict") if encoding and encoding not in (
         "utf-8", "utf-8-sig") else None
-    with path.open("rb") as src, dest.open("wb") as out:
-        writer = _Writer(out)
+    writer = _Writer(directory)
+    with path.open("rb") as src, _closing(writer):
         carry = b""
         first = True
         while True:
@@ -255,6 +292,7 @@ def to_clean_utf8(
                 writer.write(lines)
             if final:
                 break
+    result.parts = writer.parts
     result.blank_lines = writer.blank_lines
     if fallback:
         result.encoding = f"utf-8+{fallback}"

@@ -42,7 +42,6 @@ MAX_JSON_DOCUMENT = 48 * 1024 * 1024
 #: JSON objects nested deeper than this stay one JSON text cell.
 _MAX_FLATTEN_DEPTH = 16
 _DELIMITERS = (",", ";", "\t", "|")
-_IDX = "__ms_index"
 _MARK_LINE = re.compile(rf"(?m)^{re.escape(BLANK_MARK)}\d+\n")
 #: Uncompressed bytes above which an XLSX is refused before parsing (a sheet XML of 2 GB
 #: is far past Excel's 1,048,576-row limit for a contact list).
@@ -58,14 +57,17 @@ def _first_line(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- delimited
 
 
-def delimited_batches(source: str, path: Path, *, tab_hint: bool) -> Batches:
-    """Delimited UTF-8 text (already cleaned by :func:`~tasks.extract.encodings.to_clean_utf8`)."""
-    with path.open("rb") as fh:
+def delimited_batches(source: str, parts: list[Path], *, tab_hint: bool) -> Batches:
+    """Delimited UTF-8 text, already cleaned and cut into parts between records by
+    :func:`~tasks.extract.encodings.to_clean_utf8`; each part is parsed on its own."""
+    if not parts:
+        raise fail(source, "empty file")
+    with parts[0].open("rb") as fh:
         head = fh.read(SNIFF_BYTES)
     sample = head.decode("utf-8", errors="ignore")
     if not sample.strip():
         raise fail(source, "empty file")
-    control = sum(1 for ch in sample[:4096] if ch < " " and ch not in "\t\r\n\f\v\x1e\x1f")
+    control = sum(1 for ch in sample[:4096] if ch < " " and ch not in "\t\r\n\f\v\x1e")
     if control > 0.01 * min(len(sample), 4096) + 2:
         raise fail(source, f"looks binary, not a {FORMATS} export")
     if len(head) >= SNIFF_BYTES and "\n" in sample:
@@ -90,44 +92,35 @@ def delimited_batches(source: str, path: Path, *, tab_hint: bool) -> Batches:
     else:
         names = dedupe_names(header)
     separator = delimiter if len(header) > 1 else "\x1f"
-    try:
-        frame = pl.scan_csv(
-            path,
-            skip_rows=skip,
-            separator=separator,
-            quote_char='"',
-            has_header=not headerless,
-            new_columns=names,
-            infer_schema=False,
-            truncate_ragged_lines=True,
-            raise_if_empty=False,
-            encoding="utf8-lossy",
-            row_index_name=_IDX,
-            row_index_offset=1,
-        )
-    except Exception as exc:  # noqa: BLE001 - polars raises several types; all mean unreadable
-        raise fail(source, f"cannot parse as CSV: {_first_line(exc)}") from None
-    return names, _csv_batches(source, frame, names)
+    return names, _csv_batches(source, parts, names, separator=separator, skip=skip, headerless=headerless)
 
 
 def _csv_batches(
-    source: str, frame: pl.LazyFrame, names: list[str]
+    source: str, parts: list[Path], names: list[str], *, separator: str, skip: int, headerless: bool
 ) -> Iterator[tuple[pl.DataFrame, pl.Series]]:
-    offset = 0
-    batches = frame.collect_batches(chunk_size=BATCH_ROWS)
-    while True:
+    offset = 0  # rows (records, blank ones included) before this part
+    schema = {name: pl.String for name in names}
+    for n, part in enumerate(parts):
         try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except Exception as exc:  # noqa: BLE001 - any polars error mid-file means unreadable
+            raw = pl.read_csv(
+                part,
+                skip_rows=skip + (0 if headerless else 1) if n == 0 else 0,  # records, not lines
+                separator=separator,
+                quote_char='"',
+                has_header=False,
+                schema=schema,
+                missing_columns="insert",  # a short first row does not narrow the schema
+                extra_columns="ignore",
+                truncate_ragged_lines=True,
+                raise_if_empty=False,
+                encoding="utf8-lossy",
+            )
+        except Exception as exc:  # noqa: BLE001 - polars raises several types; all mean unreadable
             raise fail(source, f"cannot parse as CSV: {_first_line(exc)}") from None
-        index = batch.get_column(_IDX).cast(pl.Int64)
-        raw = batch.drop(_IDX)
-        if raw.width != len(names):  # the header parsed differently from the sniffed sample
-            raw = raw.select(raw.columns[: len(names)])
-        raw.columns = names[: raw.width]
-        first = raw.get_column(raw.columns[0])
+        part.unlink(missing_ok=True)  # parsed: its disk space back
+        index = pl.int_range(offset + 1, offset + raw.height + 1, eager=True, dtype=pl.Int64)
+        offset += raw.height
+        first = raw.get_column(names[0])
         is_mark = first.str.starts_with(BLANK_MARK).fill_null(False)
         if is_mark.any():
             extra = pl.select(
@@ -135,12 +128,13 @@ def _csv_batches(
                 .then(first.str.slice(len(BLANK_MARK)).cast(pl.Int64, strict=False).fill_null(1) - 1)
                 .otherwise(0)
             ).to_series()
-            rows = index + offset + extra.cum_sum()
+            rows = index + extra.cum_sum()
             offset += int(extra.sum())
             raw, rows = raw.filter(~is_mark), rows.filter(~is_mark)
         else:
-            rows = index + offset
-        yield raw, rows
+            rows = index
+        for start in range(0, max(raw.height, 1), BATCH_ROWS):
+            yield raw.slice(start, BATCH_ROWS), rows.slice(start, BATCH_ROWS)
 
 
 def _sniff_delimiter(sample: str, *, tab_hint: bool) -> str:

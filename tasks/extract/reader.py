@@ -346,15 +346,15 @@ def _batches(
         )
     if encoding is None and not _looks_like_text(head):
         raise fail(source, f"looks binary, not a {formats.FORMATS} export")
-    clean = encodings.to_clean_utf8(
-        source, path, scratch_dir / "clean.csv", encoding=encoding, hint=charset
-    )
+    clean_dir = scratch_dir / "clean"
+    clean_dir.mkdir(exist_ok=True)
+    clean = encodings.to_clean_utf8(source, path, clean_dir, encoding=encoding, hint=charset)
     if clean.encoding.startswith("utf-8+"):
         log.info("%s: lines that are not UTF-8 read as %s", display_source(source), clean.encoding[6:])
     if warning := clean.warning(display_source(source)):
         log.warning("%s", warning)
         warnings.append(warning)
-    return formats.delimited_batches(source, clean.path, tab_hint=ext == "tsv" or "tab-separated" in ctype)
+    return formats.delimited_batches(source, clean.parts, tab_hint=ext == "tsv" or "tab-separated" in ctype)
 
 
 def _looks_like_text(head: bytes) -> bool:
