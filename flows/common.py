@@ -5,7 +5,6 @@ artifact)."""
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,8 +19,9 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from flows.summary import md_text, summary_markdown
+from mailsift import scratch
 from mailsift.diagnosis import PathDiagnostics
-from mailsift.errors import BackendAuthError, QualityGateFailed
+from mailsift.errors import BackendAuthError, MailsiftError, QualityGateFailed, resource_error
 from mailsift.result import utcnow
 from mailsift.settings import BackendName, db_location
 from tasks.normalize import batches_by_domain
@@ -36,6 +36,8 @@ __all__ = [
     "run_context",
     "RunCounters", "verify_and_load", "gate_results", "summarize", "complete_run", "push_webhooks",
     "fail_run",
+    "begin_run",
+    "refuse_bad_urls",
 ]
 
 #: The ``backend`` parameter: a select in the Prefect run form. ``default`` is the worker's
@@ -97,8 +99,39 @@ def run_context(backend: str | None, db: str | None, prefix: str) -> RunContext:
         run_id=str(flow_run.get_id() or f"local-{int(time.time() * 1000)}"),
         backend=settings.backend,
         db_path=db_location(db) if db else settings.db,
-        work_dir=tempfile.mkdtemp(prefix=prefix),
+        work_dir=scratch.make_dir(prefix.removeprefix("mailsift-").strip("-") or "run"),
     )
+
+
+def refuse_bad_urls(sources: list[str] | None = None, webhook_url: str = "") -> Failed | None:
+    """Before the run starts: a URL parameter holding a credential in clear (it should
+    name it: ``${ENV}`` / ``${secret:block}``, :mod:`mailsift.urlsecrets`) or a webhook
+    URL that can never work is refused in one line, the URL redacted."""
+    from mailsift.errors import ConfigError
+    from mailsift.urlsecrets import check_no_inline_secret
+    from mailsift.webhooks import check_url
+
+    try:
+        for source in sources or []:
+            if source[:8].lower().startswith(("http://", "https://")):
+                check_no_inline_secret(source, "source URL")
+        if webhook_url:
+            check_url(webhook_url)
+            check_no_inline_secret(webhook_url, "webhook URL")
+    except ConfigError as exc:
+        get_run_logger().error("%s", exc)
+        return Failed(message=str(exc), data=exc)
+    return None
+
+
+def begin_run(wh: Warehouse, run_id: str, flow_name: str, backend: str) -> None:
+    """Mark the runs a killed process left ``running`` as failed (interrupted), remove
+    the scratch files killed processes left, then record this run with its owner (pid,
+    host, process start time) so the next start can tell whether it is still alive."""
+    for stale in wh.interrupt_dead_runs(scratch.owner_is_alive):
+        get_run_logger().warning("run %s was interrupted (its process is gone): marked failed", stale)
+    scratch.sweep()
+    wh.start_run(run_id, flow_name, backend, utcnow(), owner=scratch.owner())
 
 
 def verify_and_load(
@@ -286,9 +319,11 @@ def push_webhooks(wh: Warehouse, run_id: str, url: str, secret_env: str | None,
     return outcome
 
 
-def fail_run(wh: Warehouse, run_id: str, exc: Exception, counters: RunCounters) -> Failed:
-    """Record a run that stopped on a known condition (gate failed, API key refused...)
-    and return the Failed state whose message the CLI prints (no traceback)."""
+def fail_run(wh: Warehouse, run_id: str, exc: BaseException, counters: RunCounters) -> Failed:
+    """Record a run that stopped on a known condition (gate failed, API key refused, the
+    disk full...) and return the Failed state whose message the CLI prints (no traceback)."""
+    if not isinstance(exc, MailsiftError):  # OSError (disk full...), MemoryError
+        exc = resource_error(exc)
     if isinstance(exc, QualityGateFailed) and counters.smtp_note:
         exc = QualityGateFailed(f"{exc}. {counters.smtp_note}")
     status = "gate_failed" if isinstance(exc, QualityGateFailed) else "failed"

@@ -19,18 +19,19 @@ from pydantic import Field
 from flows.common import (
     BackendChoice,
     RunCounters,
+    begin_run,
     complete_run,
     counts,
     fail_run,
     gate_results,
     push_webhooks,
+    refuse_bad_urls,
     run_context,
     summarize,
     verify_and_load,
     write_results,
 )
 from mailsift.errors import MailsiftError, WarehouseError
-from mailsift.result import utcnow
 from pipeline.settings import DEFAULTS
 from warehouse import Warehouse
 
@@ -73,6 +74,8 @@ def reverify_stale(
             mailsift-report.html beside the warehouse.
     """
     logger = get_run_logger()
+    if (refused := refuse_bad_urls(None, webhook_url)) is not None:
+        return refused
     ctx = run_context(backend, db, prefix="mailsift-reverify-")
     run_id, work_dir = ctx.run_id, ctx.work_dir
     counters = RunCounters()
@@ -85,7 +88,7 @@ def reverify_stale(
         with wh:
             stale = wh.stale_emails(max_age_days=max_age_days, limit=limit or None)
             logger.info("%d addresses last verified more than %d days ago", len(stale), max_age_days)
-            wh.start_run(run_id, FLOW_NAME, ctx.backend, utcnow())
+            begin_run(wh, run_id, FLOW_NAME, ctx.backend)
             emails = pl.DataFrame({"email": stale}, schema={"email": pl.String}).with_columns(
                 pl.col("email").str.split("@").list.last().alias("domain")
             )
@@ -99,18 +102,18 @@ def reverify_stale(
                     gate = gate_results(wh, write_results(results, work_dir), run_id=run_id,
                                         scope="run", max_unknown_share=max_unknown_share,
                                         max_age_days=max_age_days)
-            except MailsiftError as exc:
+                summary = summarize(FLOW_NAME, counters, counts(results, "status"),
+                                    counts(results, "reason"), gate, None, ctx=ctx,
+                                    max_age_days=max_age_days, max_unknown_share=max_unknown_share)
+                if webhook_url and results.height:
+                    summary["webhooks"] = push_webhooks(
+                        wh, run_id, webhook_url, webhook_secret_env, webhook_retry_waits_minutes, results,
+                        webhook_format,
+                    )
+                beside = ctx.db_path if isinstance(ctx.db_path, Path) else Path("mailsift.duckdb")
+                report_path = Path(report) if report else beside.with_name("mailsift-report.html")
+                return complete_run(wh, run_id, summary, counters, report_path)
+            except (MailsiftError, OSError, MemoryError) as exc:  # one line, the run closed
                 return fail_run(wh, run_id, exc, counters)
-            summary = summarize(FLOW_NAME, counters, counts(results, "status"),
-                                counts(results, "reason"), gate, None, ctx=ctx,
-                                max_age_days=max_age_days, max_unknown_share=max_unknown_share)
-            if webhook_url and results.height:
-                summary["webhooks"] = push_webhooks(
-                    wh, run_id, webhook_url, webhook_secret_env, webhook_retry_waits_minutes, results,
-                    webhook_format,
-                )
-            beside = ctx.db_path if isinstance(ctx.db_path, Path) else Path("mailsift.duckdb")
-            report_path = Path(report) if report else beside.with_name("mailsift-report.html")
-            return complete_run(wh, run_id, summary, counters, report_path)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

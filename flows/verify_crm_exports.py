@@ -24,11 +24,13 @@ from flows.common import (
     BackendChoice,
     RunContext,
     RunCounters,
+    begin_run,
     complete_run,
     counts,
     fail_run,
     gate_results,
     push_webhooks,
+    refuse_bad_urls,
     run_context,
     summarize,
     verify_and_load,
@@ -81,6 +83,8 @@ def verify_crm_exports(
             delivery: 4 waits, 5 attempts by default; what still fails waits for
             `mailsift webhooks retry`.
     """
+    if (refused := refuse_bad_urls(sources, webhook_url)) is not None:
+        return refused
     ctx = run_context(backend, db, prefix="mailsift-run-")
     run_id, work_dir = ctx.run_id, ctx.work_dir
     counters = RunCounters()
@@ -97,19 +101,19 @@ def verify_crm_exports(
         counters.timings["extract_s"] = round(time.perf_counter() - t0, 3)
 
         with Warehouse.open(ctx.db_path) as wh:
-            wh.start_run(run_id, FLOW_NAME, ctx.backend, utcnow())
+            begin_run(wh, run_id, FLOW_NAME, ctx.backend)
             try:
                 result, results = _run(wh, info, ctx, counters, sources, max_age_days,
                                        retry_unknown_after_minutes, max_unknown_share,
                                        batch_size, out_dir)
-            except MailsiftError as exc:
+                if webhook_url:
+                    result["webhooks"] = push_webhooks(
+                        wh, run_id, webhook_url, webhook_secret_env, webhook_retry_waits_minutes, results,
+                        webhook_format,
+                    )
+                return complete_run(wh, run_id, result, counters, Path(out_dir) / "report.html")
+            except (MailsiftError, OSError, MemoryError) as exc:  # one line, the run closed
                 return fail_run(wh, run_id, exc, counters)
-            if webhook_url:
-                result["webhooks"] = push_webhooks(
-                    wh, run_id, webhook_url, webhook_secret_env, webhook_retry_waits_minutes, results,
-                    webhook_format,
-                )
-            return complete_run(wh, run_id, result, counters, Path(out_dir) / "report.html")
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 

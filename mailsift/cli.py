@@ -9,7 +9,9 @@ module only when one of them runs or when ``mailsift --help`` lists them. So ``m
 verify`` never imports Prefect, polars, DuckDB or Great Expectations.
 
 Exit codes: 0 success (whatever the verdicts), 1 the quality gate failed, 2 bad input or
-usage (one readable line, no traceback).
+usage, 3 the environment (disk full, an unusable ``--out``, out of memory), 4 an internal
+error (a bug: ``MAILSIFT_DEBUG=1`` shows its traceback). Every failure is one readable
+line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ from typer.core import TyperGroup
 from mailsift.settings import BackendName
 
 __all__ = [
+    "EXIT_ENVIRONMENT",
     "EXIT_GATE_FAILED",
+    "EXIT_INTERNAL",
     "EXIT_OK",
     "EXIT_USAGE",
     "BackendOpt",
     "MailsiftGroup",
     "app",
+    "exit_code_for",
     "fail",
     "main",
     "settings_from_flags",
@@ -82,7 +87,27 @@ def _mailsift() -> None:
     """Keep CRM contact lists deliverable: verify addresses without sending mail."""
 
 
-EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERNAL = 0, 1, 2, 3, 4
+
+
+def exit_code_for(error: BaseException) -> tuple[int, str]:
+    """The exit code and the one line for an error that stopped a command or a run."""
+    from mailsift.errors import MailsiftError, QualityGateFailed, ResourceError, resource_error
+
+    if isinstance(error, QualityGateFailed):
+        return EXIT_GATE_FAILED, str(error)
+    if isinstance(error, ResourceError):
+        return EXIT_ENVIRONMENT, str(error)
+    if isinstance(error, MailsiftError):
+        return EXIT_USAGE, str(error)
+    if isinstance(error, RecursionError):
+        return EXIT_USAGE, "input nested too deeply to read"
+    if isinstance(error, (OSError, MemoryError)):
+        return EXIT_ENVIRONMENT, str(resource_error(error))
+    text = " ".join(str(error).split())[:300]
+    return EXIT_INTERNAL, (
+        f"internal error: {type(error).__name__}: {text} (a bug; MAILSIFT_DEBUG=1 shows the traceback)"
+    )
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -252,7 +277,21 @@ def _print_table(results: list[Any]) -> None:
 
 
 def main() -> None:
-    app()
+    """The ``mailsift`` entry point: whatever escapes a command is one line and an exit
+    code (:func:`exit_code_for`), never a traceback, unless ``MAILSIFT_DEBUG`` is set."""
+    import os
+
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("mailsift: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, a code
+        if os.environ.get("MAILSIFT_DEBUG"):
+            raise
+        code, message = exit_code_for(exc)
+        typer.echo(f"mailsift: {message}", err=True)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ conditions that must stop a whole run::
     ├── InputError(MailsiftError, ValueError)         a source file that cannot be read
     ├── WarehouseError(MailsiftError, RuntimeError)   missing database, wrong schema
     ├── BackendAuthError(MailsiftError, PermissionError)  API key refused (401/403)
-    └── QualityGateFailed(MailsiftError, RuntimeError)    output failed its checks
+    ├── QualityGateFailed(MailsiftError, RuntimeError)    output failed its checks
+    └── ResourceError(MailsiftError, OSError)         the host: disk full, --out unusable
 
 The SMTP probe raises nothing: its faults are outcomes (:mod:`mailsift.smtp.outcomes`).
 """
@@ -23,6 +24,8 @@ __all__ = [
     "WarehouseError",
     "BackendAuthError",
     "QualityGateFailed",
+    "ResourceError",
+    "resource_error",
 ]
 
 
@@ -48,3 +51,24 @@ class BackendAuthError(MailsiftError, PermissionError):
 
 class QualityGateFailed(MailsiftError, RuntimeError):
     """A run's output failed its data-quality checks; nothing was exported."""
+
+
+class ResourceError(MailsiftError, OSError):
+    """The host, not the input, stopped the run: no space left, an output path that is
+    not a writable directory, out of memory. The CLI exits 3 (the environment)."""
+
+
+def resource_error(exc: BaseException) -> ResourceError:
+    """One line for an error of the host (``OSError`` such as ENOSPC, ``MemoryError``),
+    naming the file when the error does: ``no space left on device: out/valid.csv``."""
+    if isinstance(exc, ResourceError):
+        return exc
+    if isinstance(exc, MemoryError):
+        return ResourceError("out of memory")
+    if isinstance(exc, OSError):
+        what = (exc.strerror or type(exc).__name__).lower()
+        where = exc.filename if exc.filename is not None else None
+        error = ResourceError(f"{what}: {where}" if where else what)
+        error.errno = exc.errno
+        return error
+    return ResourceError(" ".join(str(exc).split()) or type(exc).__name__)

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["PREFIX", "is_alive", "make_dir", "make_file", "sweep"]
+__all__ = ["PREFIX", "is_alive", "make_dir", "make_file", "owner", "owner_is_alive", "sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,37 @@ def is_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field
+    22), which tells a reused pid from the process that had it; None off Linux."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def owner() -> dict[str, object]:
+    """Who runs this process: recorded with a run so a later start can tell it is gone."""
+    import socket
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": _start_time(os.getpid())}
+
+
+def owner_is_alive(recorded: dict[str, object]) -> bool | None:
+    """True/False when ``recorded`` (an :func:`owner`) is a process of this host that
+    is / is no longer running; None when it cannot be told (another host, no pid)."""
+    import socket
+
+    pid = recorded.get("pid")
+    if recorded.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return None
+    if not is_alive(pid):
+        return False
+    started = recorded.get("started")
+    return started is None or _start_time(pid) in (None, started)
 
 
 def sweep(directory: str | os.PathLike[str] | None = None) -> list[Path]:

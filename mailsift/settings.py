@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["BackendName", "Nameserver", "Settings", "db_location", "is_database_url"]
+__all__ = ["BackendName", "Nameserver", "Settings", "db_location", "is_database_url", "is_helo_name"]
 
 #: URL schemes MAILSIFT_DB takes besides a DuckDB file path (a shared PostgreSQL warehouse).
 DATABASE_URL_SCHEMES: tuple[str, ...] = ("postgresql", "postgres")
@@ -66,6 +67,27 @@ class Nameserver(tuple):
         if not 0 < port < 65536:
             raise ValueError(f"port {port} out of range")
         return cls(host, port)
+
+
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def is_helo_name(value: str) -> bool:
+    """A name EHLO can carry: an LDH hostname of at most 255 characters, or an address
+    literal ``[192.0.2.1]`` / ``[IPv6:2001:db8::1]`` (RFC 5321 section 4.1.3)."""
+    import ipaddress
+
+    if not value or len(value) > 255 or not value.isascii():
+        return False
+    if value.startswith("[") and value.endswith("]"):
+        literal = value[1:-1]
+        literal = literal[5:] if literal.lower().startswith("ipv6:") else literal
+        try:
+            ipaddress.ip_address(literal)
+        except ValueError:
+            return False
+        return True
+    return all(_LABEL.match(label) for label in value.removesuffix(".").split("."))
 
 
 class Settings(BaseSettings):
@@ -250,6 +272,29 @@ class Settings(BaseSettings):
     def _no_control_chars(cls, value: str) -> str:
         if any(ord(c) < 32 or ord(c) == 127 for c in value) or " " in value:
             raise ValueError("must not contain spaces or control characters")
+        return value
+
+    @field_validator("helo_hostname")
+    @classmethod
+    def _check_helo(cls, value: str) -> str:
+        """RFC 5321 section 4.1.1.1: EHLO takes a domain (or an address literal), and a
+        domain is at most 255 octets of LDH labels (RFC 1035 section 2.3.4, RFC 1123)."""
+        if not is_helo_name(value):
+            raise ValueError(
+                f"{value[:60]!r}{'...' if len(value) > 60 else ''} is not a hostname: ASCII letters, "
+                "digits and hyphens in dot-separated labels of 1-63, at most 255 in all (or [ip])"
+            )
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _check_mail_from(cls, value: str) -> str:
+        """MAIL FROM takes a mailbox (RFC 5321 section 4.1.2): anything else makes every
+        probe fail at MAIL, so it is refused here."""
+        from mailsift.syntax import parse_address
+
+        if not value or not hasattr(parse_address(value, allow_test_domains=True), "domain"):
+            raise ValueError(f"{value[:60]!r} is not an email address (the probes' envelope sender)")
         return value
 
     @property

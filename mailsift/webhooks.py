@@ -67,6 +67,7 @@ from mailsift.result import VerificationResult, utcnow
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_SCHEDULE",
+    "MAX_RESPONSE_BYTES",
     "SIGNATURE_HEADER",
     "DeliveryAttempt",
     "WEBHOOK_FORMATS",
@@ -87,6 +88,8 @@ log = logging.getLogger("mailsift.webhooks")
 SIGNATURE_HEADER = "X-Webhook-Signature"
 DELIVERY_HEADER = "X-Mailsift-Delivery"
 DEFAULT_BATCH_SIZE = 500
+#: Bytes of a receiver's response body read at most (the body is not used).
+MAX_RESPONSE_BYTES = 64 * 1024
 #: Backoff after each failed attempt, seconds (1, 2, 4, 8, 16 minutes); attempts = len.
 DEFAULT_SCHEDULE: tuple[float, ...] = (60, 120, 240, 480, 960)
 _PARALLEL_BATCHES = 4
@@ -132,14 +135,17 @@ def secret_from_env(name: str) -> str:
 
 
 def check_url(url: str) -> str:
-    """Validate a webhook URL (http or https with a host); returns it stripped."""
+    """Validate a webhook URL (http or https with a host); returns it stripped. The
+    error shows the URL redacted (:func:`mailsift.urlsecrets.redact`)."""
+    from mailsift.urlsecrets import redact
+
     url = (url or "").strip()
     try:
         parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError):
-        raise ConfigError(f"webhook URL {url!r} is not a URL") from None
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise ConfigError(f"webhook URL {redact(url)} is not a valid URL") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ConfigError(f"webhook URL {url!r} must be http:// or https:// with a host")
+        raise ConfigError(f"webhook URL {redact(url)} must be http:// or https:// with a host")
     return url
 
 
@@ -268,8 +274,17 @@ async def _post(
         DELIVERY_HEADER: did,
     }
     try:
-        async with asyncio.timeout(timeout):
-            response = await client.post(url, content=body, headers=headers)
+        async with (
+            asyncio.timeout(timeout),
+            client.stream("POST", url, content=body, headers=headers) as response,
+        ):
+            # The receiver's body is not used: read at most MAX_RESPONSE_BYTES of it (a
+            # hostile receiver can answer gigabytes), then drop the connection.
+            seen = 0
+            async for chunk in response.aiter_raw():
+                seen += len(chunk)
+                if seen >= MAX_RESPONSE_BYTES:
+                    break
     except (TimeoutError, httpx.TimeoutException):
         return None, f"timeout after {timeout:g}s"
     except httpx.HTTPError as exc:

@@ -6,8 +6,8 @@ this module only when a pipeline command runs or the command list is shown). Imp
 costs typer and pydantic only: Prefect, polars, DuckDB and Great Expectations are imported
 inside the commands that use them. Defaults come from :data:`pipeline.settings.DEFAULTS`.
 
-Exit codes: 0 success, 1 the quality gate failed, 2 bad input or usage (one readable line,
-no traceback).
+Exit codes: 0 success, 1 the quality gate failed, 2 bad input or usage, 3 the environment
+(disk full, an unusable ``--out``), 4 a bug; always one readable line, no traceback.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mailsift.cli import (
+    EXIT_ENVIRONMENT,
     EXIT_GATE_FAILED,
+    EXIT_INTERNAL,
     EXIT_OK,
-    EXIT_USAGE,
     BackendOpt,
+    exit_code_for,
     fail,
     settings_from_flags,
 )
@@ -84,35 +86,61 @@ def _check_webhook_format(value: str) -> str:
 
 
 def _check_webhook(url: str | None, secret_env: str | None) -> None:
+    """Before anything starts: the URL is http(s) with a host (shown redacted when not)
+    and the secret's variable is set."""
     import os
+
+    from mailsift.errors import ConfigError
+    from mailsift.webhooks import check_url
 
     if url and not secret_env:
         raise fail("--webhook-url needs --webhook-secret-env NAME (the env var holding the secret)")
+    if url:
+        try:
+            check_url(url)
+        except ConfigError as exc:
+            raise fail(str(exc)) from None
     if secret_env and not os.environ.get(secret_env):
         raise fail(f"environment variable {secret_env} (webhook secret) is not set")
 
 
-def _finish(state: Any) -> None:
-    """Exit with the run's outcome: 0 completed, 1 gate failed, 2 bad input/usage."""
-    from mailsift.errors import (
-        BackendAuthError,
-        ConfigError,
-        InputError,
-        QualityGateFailed,
-        WarehouseError,
-    )
+def _by_reference(url: str | None) -> str | None:
+    """A URL's inline credentials moved into this process's environment, so the flow
+    parameter (stored by Prefect) names them instead (:mod:`mailsift.urlsecrets`)."""
+    from mailsift.urlsecrets import by_reference
 
+    if not url or not url[:8].lower().startswith(("http://", "https://")):
+        return url
+    return by_reference(url)
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` must be a directory (or creatable as one) that this user can write."""
+    import os
+
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise fail(f"--out {out}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise fail(f"--out {out}: {existing} is not writable", EXIT_ENVIRONMENT)
+
+
+def _finish(state: Any) -> None:
+    """Exit with the run's outcome: 0 completed, 1 gate failed, 2 bad input/usage,
+    3 the environment (disk full...), 4 a bug (see :func:`mailsift.cli.exit_code_for`)."""
     if state.is_completed():
         summary = state.result()
         _print_summary(summary)
         raise typer.Exit(EXIT_OK)
     error = state.result(raise_on_failure=False)
-    message = str(error) if isinstance(error, BaseException) else (state.message or "run failed")
-    if isinstance(error, QualityGateFailed):
-        raise fail(message + " -- nothing was exported", EXIT_GATE_FAILED)
-    if isinstance(error, (InputError, ConfigError, WarehouseError, BackendAuthError)):
-        raise fail(message, EXIT_USAGE)
-    raise fail(f"run failed: {message}", EXIT_GATE_FAILED)
+    if not isinstance(error, BaseException):
+        raise fail(f"run failed: {state.message or 'no reason given'}", EXIT_INTERNAL)
+    code, message = exit_code_for(error)
+    if code == EXIT_GATE_FAILED:
+        message += " -- nothing was exported"
+    raise fail(message, code)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -159,6 +187,9 @@ def run(
     _pipeline_env()
     _check_webhook(webhook_url, webhook_secret_env)
     settings = settings_from_flags(backend=backend, db=db)
+    _check_out(out)
+    sources = [_by_reference(s) or s for s in sources]
+    webhook_url = _by_reference(webhook_url)
     _precheck_sources(sources, email_column)
     from flows.verify_crm_exports import verify_crm_exports
 
@@ -209,6 +240,7 @@ def reverify(
     _check_webhook(webhook_url, webhook_secret_env)
     settings = settings_from_flags(backend=backend, db=db)
     _require_warehouse(settings.db)
+    webhook_url = _by_reference(webhook_url)
     from flows.reverify_stale import reverify_stale
 
     state = reverify_stale(

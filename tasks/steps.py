@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-from mailsift.errors import BackendAuthError, InputError
+from mailsift.errors import BackendAuthError, InputError, resource_error
 from tasks import export, extract, normalize
 from tasks.verify import verify_batch_sync
 
@@ -39,18 +39,22 @@ def extract_contacts(sources: list[str], email_column: str | None, work_dir: str
     work.mkdir(parents=True, exist_ok=True)
     try:
         parts = extract.extract_sources(sources, work / "sources", email_column=email_column)
+        for part in parts:
+            for warning in part.warnings:
+                logger.warning("%s", warning)
+        n_rows = normalize.normalize_files([p.path for p in parts], work / ROWS_FILE)
+        for part in parts:
+            part.path.unlink(missing_ok=True)
+        rows = pl.scan_parquet(work / ROWS_FILE)
+        unique = normalize.dedupe(rows)
+        unique.write_parquet(work / UNIQUE_FILE)
     except InputError as exc:
         logger.error("%s", exc)
         return Failed(message=str(exc), data=exc)
-    for part in parts:
-        for warning in part.warnings:
-            logger.warning("%s", warning)
-    n_rows = normalize.normalize_files([p.path for p in parts], work / ROWS_FILE)
-    for part in parts:
-        part.path.unlink(missing_ok=True)
-    rows = pl.scan_parquet(work / ROWS_FILE)
-    unique = normalize.dedupe(rows)
-    unique.write_parquet(work / UNIQUE_FILE)
+    except (OSError, MemoryError) as exc:  # the disk filled up: the host's problem, one line
+        error = resource_error(exc)
+        logger.error("%s", error)
+        return Failed(message=str(error), data=error)
     summary = {
         "rows": str(work / ROWS_FILE),
         "unique": str(work / UNIQUE_FILE),

@@ -10,9 +10,10 @@ from typing import Any
 
 import polars as pl
 
-from mailsift import webhooks
+from mailsift import urlsecrets, webhooks
 from mailsift.errors import ConfigError
 from pipeline.settings import DEFAULTS
+from tasks.extract.sources import resolve_secret_block
 from warehouse import Warehouse
 from warehouse.frames import results_from_frame
 from warehouse.redaction import REDACTED
@@ -54,6 +55,7 @@ def push_results(
     ``per_address``); returns delivered/failed counts (``batches``: bodies sent)."""
     secret = webhooks.secret_from_env(secret_env)
     webhooks.check_url(url)
+    url = urlsecrets.expand(url, resolve_secret_block)  # ${ENV} / ${secret:block}: for the POST only
     items = results_from_frame(results)
     if per_address:
         payloads = webhooks.build_per_address_payloads(items, run_id=run_id)

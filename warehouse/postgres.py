@@ -586,19 +586,29 @@ class PostgresWarehouse(Warehouse):
         flow_name: str,
         backend: str | None,
         started_at: datetime | str | None = None,
+        *,
+        owner: Mapping[str, Any] | None = None,
     ) -> None:
-        params = (_text("run_id", run_id), _text("flow_name", flow_name), backend, _utc(started_at))
+        params = (
+            _text("run_id", run_id), _text("flow_name", flow_name), backend, _utc(started_at),
+            _json({"owner": dict(owner)} if owner else None),
+        )
         with self._tx("start_run", write=True) as cur:
             cur.execute(
                 """
-                INSERT INTO runs (run_id, flow_name, backend, started_at, status)
-                VALUES ($1::text, $2::text, $3::text, $4::timestamptz, 'running')
+                INSERT INTO runs (run_id, flow_name, backend, started_at, status, summary)
+                VALUES ($1::text, $2::text, $3::text, $4::timestamptz, 'running', $5::json)
                 ON CONFLICT (run_id) DO UPDATE SET
                     flow_name = excluded.flow_name, backend = excluded.backend,
-                    status = 'running', finished_at = NULL
+                    status = 'running', finished_at = NULL, summary = excluded.summary
                 """,
                 params,
             )
+
+    def running_runs(self) -> list[tuple[str, str | None]]:
+        with self._tx("running_runs") as cur:
+            cur.execute("SELECT run_id, summary::text FROM runs WHERE status = 'running'")
+            return [(str(r), None if s is None else str(s)) for r, s in cur.fetchall()]
 
     def finish_run(
         self,

@@ -8,14 +8,15 @@ ordinary path; keep such URLs in settings and send secrets in headers instead.
 
 from __future__ import annotations
 
-import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from mailsift.urlsecrets import SECRET_KEY
 
 __all__ = ["REDACTED", "redact_url"]
 
 REDACTED = "REDACTED"
 
-_SECRET_KEY = re.compile(r"token|key|secret|sig|pass|auth|credential|session", re.IGNORECASE)
+_SECRET_KEY = SECRET_KEY  # one definition of a secret-looking query key, the engine's
 
 
 def redact_url(url: str) -> str:

@@ -28,7 +28,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -569,25 +569,68 @@ class Warehouse:
         flow_name: str,
         backend: str | None,
         started_at: datetime | str | None = None,
+        *,
+        owner: Mapping[str, Any] | None = None,
     ) -> None:
         """Record a flow run as ``running``. Starting a known ``run_id`` again (a retried
-        flow run) sets it back to ``running`` and keeps its first ``started_at``."""
+        flow run) sets it back to ``running`` and keeps its first ``started_at``.
+
+        ``owner`` (pid, host, process start time: :func:`mailsift.scratch.owner`) is kept
+        in ``summary`` until the run finishes, so :meth:`interrupt_dead_runs` can tell a
+        run whose process was killed from one still going."""
         with self._using("start_run", write=True) as con:
             con.execute(
                 """
-                INSERT INTO runs (run_id, flow_name, backend, started_at, status)
-                VALUES ($run_id, $flow_name, $backend, $started_at, 'running')
+                INSERT INTO runs (run_id, flow_name, backend, started_at, status, summary)
+                VALUES ($run_id, $flow_name, $backend, $started_at, 'running', $summary)
                 ON CONFLICT (run_id) DO UPDATE SET
                     flow_name = excluded.flow_name, backend = excluded.backend,
-                    status = 'running', finished_at = NULL
+                    status = 'running', finished_at = NULL, summary = excluded.summary
                 """,
                 {
                     "run_id": _text("run_id", run_id),
                     "flow_name": _text("flow_name", flow_name),
                     "backend": backend,
                     "started_at": _utc(started_at),
+                    "summary": _json({"owner": dict(owner)} if owner else None),
                 },
             ).fetchall()
+
+    def running_runs(self) -> list[tuple[str, str | None]]:
+        """``(run_id, summary JSON)`` of the runs whose status is ``running``."""
+        with self._using("running_runs") as con:
+            return [
+                (str(r), None if s is None else str(s))
+                for r, s in con.execute("SELECT run_id, summary FROM runs WHERE status = 'running'").fetchall()
+            ]
+
+    def interrupt_dead_runs(
+        self, is_alive: Callable[[dict[str, Any]], bool | None], finished_at: datetime | str | None = None
+    ) -> list[str]:
+        """Mark ``failed`` every ``running`` run whose recorded owner ``is_alive`` says is
+        gone (``False``; ``None``, e.g. another host, leaves it alone); the summary says
+        it was interrupted. Returns their run ids."""
+        dead = []
+        for run_id, summary in self.running_runs():
+            try:
+                owner = (json.loads(summary) or {}).get("owner") if summary else None
+            except (ValueError, AttributeError):
+                owner = None
+            if isinstance(owner, dict) and is_alive(owner) is False:
+                dead.append((run_id, owner))
+        for run_id, owner in dead:
+            self.finish_run(
+                run_id,
+                status="failed",
+                finished_at=finished_at,
+                summary={
+                    "error": f"interrupted: its process (pid {owner.get('pid')} on "
+                    f"{owner.get('host')}) ended without finishing the run",
+                    "is_interrupted": True,
+                    "owner": owner,
+                },
+            )
+        return [run_id for run_id, _ in dead]
 
     def finish_run(
         self,

@@ -48,7 +48,11 @@ class Reply:
     ``body`` may be bytes, str (sent as UTF-8) or any JSON-ready value (sent as JSON with
     ``Content-Type: application/json`` unless ``headers`` say otherwise). ``delay`` seconds
     pass before the status line is sent (a slow or hanging server); ``drop=True`` closes
-    the connection without any response (a reset peer).
+    the connection without any response (a reset peer). ``drip=(n, seconds)`` sends the
+    body ``n`` bytes at a time with ``seconds`` between writes: the "slow HTTP" server
+    (OWASP's Slow HTTP attack pattern, and tarpits such as Nepenthes or endlessh) that
+    never trips a per-read timeout; the bytes written before the client hung up are in
+    :attr:`HttpServer.sent`.
     """
 
     status: int = 200
@@ -56,6 +60,7 @@ class Reply:
     body: Any = b""
     delay: float = 0.0
     drop: bool = False
+    drip: tuple[int, float] | None = None
 
     def encoded(self) -> tuple[bytes, dict[str, str]]:
         headers = dict(self.headers)
@@ -155,16 +160,29 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     pass
                 return
             data, headers = reply.encoded()
+            sent = 0
             try:
                 self.send_response(reply.status)
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                if self.command != "HEAD":
+                if self.command != "HEAD" and reply.drip is None:
                     self.wfile.write(data)
+                    sent = len(data)
+                elif self.command != "HEAD" and reply.drip is not None:
+                    self.wfile.flush()
+                    step, pause = reply.drip
+                    for start in range(0, len(data), max(step, 1)):
+                        if owner._stopping.wait(pause):
+                            break
+                        self.wfile.write(data[start : start + step])
+                        self.wfile.flush()
+                        sent = min(len(data), start + step)
                 self.wfile.flush()
+                owner.sent.append((request.path, sent, len(data)))
             except OSError:  # the client gave up (timeout) while we were sleeping
+                owner.sent.append((request.path, sent, len(data)))
                 self.close_connection = True
         finally:
             owner._leave()
@@ -195,6 +213,8 @@ class HttpServer:
         self._thread: threading.Thread | None = None
         self.requests: list[RecordedRequest] = []
         self.max_concurrent = 0
+        #: ``(path, bytes of body written, body length)`` per response, in order
+        self.sent: list[tuple[str, int, int]] = []
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> HttpServer:

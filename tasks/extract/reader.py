@@ -196,6 +196,7 @@ def extract_source(
     the cleaned text are removed once it is written."""
     import pyarrow.parquet as pq
 
+    work_dir.mkdir(parents=True, exist_ok=True)
     scratch_dir = Path(scratch.make_dir("source", parent=work_dir))
     out_path = work_dir / f"{name}.parquet"
     warnings: list[str] = []

@@ -22,9 +22,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from mailsift import scratch
+from mailsift import scratch, urlsecrets
 from mailsift.errors import InputError
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "display_source",
     "download",
     "expand_sources",
+    "expand_url",
     "fail",
     "is_url",
     "one_line",
@@ -92,34 +93,37 @@ def is_url(source: str) -> bool:
     return source[:8].lower().startswith(("http://", "https://"))
 
 
-_SECRET_KEY = re.compile(r"(?i)token|key|secret|sig|signature|pass|auth|credential|session")
-
-
 def display_source(source: str) -> str:
     """The source as shown in messages and stored in ``__ms_source``.
 
-    Paths are kept as given. URLs lose secrets: a password in the userinfo and the
-    values of query parameters that look like tokens or signatures become ``***``.
+    Paths are kept as given. URLs lose secrets (:func:`mailsift.urlsecrets.redact`): a
+    password in the userinfo and the values of query parameters that look like tokens
+    or signatures become ``***``; references such as ``${CRM_API_KEY}`` are kept.
     """
-    if not is_url(source):
-        return source
+    return urlsecrets.redact(source) if is_url(source) else source
+
+
+def resolve_secret_block(name: str) -> str:
+    """The value of the Prefect Secret block ``name`` (``${secret:name}`` in a URL)."""
+    from mailsift.errors import ConfigError
+
     try:
-        parts = urlsplit(source)
-    except ValueError:
-        return source.split("@")[-1] if "@" in source else source
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
-    query = parts.query
-    if query:
-        pairs = [
-            (k, "***" if _SECRET_KEY.search(k) else v)
-            for k, v in parse_qsl(query, keep_blank_values=True)
-        ]
-        query = urlencode(pairs, safe="*/:")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        from prefect.blocks.system import Secret
+
+        return str(Secret.load(name).get())
+    except Exception as exc:  # noqa: BLE001 - block missing, API down: one line, no value shown
+        raise ConfigError(f"Prefect Secret block {name!r} cannot be read ({type(exc).__name__})") from None
+
+
+def expand_url(url: str) -> str:
+    """``url`` with its ``${ENV}`` / ``${secret:block}`` references filled in (for the
+    request only: never shown, stored or logged)."""
+    from mailsift.errors import ConfigError
+
+    try:
+        return urlsecrets.expand(url, resolve_secret_block)
+    except ConfigError as exc:
+        raise fail(url, str(exc).removeprefix(f"{display_source(url)}: ")) from None
 
 
 def one_line(text: object, limit: int = 300) -> str:
@@ -135,12 +139,16 @@ def fail(source: str, problem: object) -> InputError:
 def _check_url(url: str) -> None:
     import httpx
 
+    expanded = expand_url(url)
     try:
-        parsed = httpx.URL(url)
+        parsed = httpx.URL(expanded)
+        parts = urlsplit(expanded)
+        parts.port  # noqa: B018 - raises ValueError when out of range
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
-        raise fail(url, f"not a valid URL ({one_line(exc, 80)})") from None
-    if not parsed.host:
-        raise fail(url, "not a valid URL (no host)")
+        detail = "" if expanded != url else f" ({one_line(exc, 80)})"  # never echo a secret
+        raise fail(url, f"not a valid URL{detail}") from None
+    if not parsed.host or any(ch.isspace() for ch in parts.netloc):
+        raise fail(url, "not a valid URL (no host)" if not parsed.host else "not a valid URL")
 
 
 def expand_sources(sources: Sequence[str]) -> list[str]:
@@ -207,11 +215,13 @@ def download(url: str, directory: str | os.PathLike[str], limits: Limits) -> tup
                 follow_redirects=False,
                 timeout=httpx.Timeout(limits.stall_timeout),
                 headers={"User-Agent": "mailsift", "Accept": "*/*"},
+                # runs before httpx parses a Location (which fails on data: URLs)
+                event_hooks={"response": [lambda response: _check_location(url, response)]},
             ) as client,
         ):
             target: httpx.URL | str = url
             for _ in range(MAX_REDIRECTS + 1):
-                with client.stream("GET", target) as response:
+                with client.stream("GET", expand_url(target) if isinstance(target, str) else target) as response:
                     if response.is_redirect:
                         target = _next_hop(url, response)
                         continue
@@ -232,6 +242,15 @@ def download(url: str, directory: str | os.PathLike[str], limits: Limits) -> tup
     except BaseException:  # disk full (OSError) is the environment's, not the input's
         path.unlink(missing_ok=True)
         raise
+
+
+def _check_location(url: str, response: object) -> None:
+    location = getattr(response, "headers", {}).get("location")
+    if getattr(response, "is_redirect", False) and location:
+        head = location.strip().split("/", 1)[0]
+        scheme = head.split(":", 1)[0].lower() if ":" in head else ""
+        if scheme and scheme not in ("http", "https"):
+            raise fail(url, f"redirected to a {scheme}: URL; only http(s) redirects are followed")
 
 
 def _next_hop(url: str, response: object) -> object:
