@@ -160,7 +160,10 @@ def _run(wh: Warehouse, info: dict[str, Any], ctx: RunContext, counters: RunCoun
                         max_unknown_share=max_unknown_share, max_age_days=max_age_days)
     counters.timings["gate_s"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
-    exports = write_exports(info["rows"], results_path, out_dir)
+    exported = write_exports(info["rows"], results_path, out_dir, return_state=True)
+    if exported.is_failed():  # a full disk: the ResourceError it carries, one line
+        raise exported.result(raise_on_failure=False)
+    exports = exported.result()
     counters.timings["export_s"] = round(time.perf_counter() - t0, 3)
     summary = summarize(FLOW_NAME, counters, counts(results, "status"), counts(results, "reason"),
                         gate, exports, ctx=ctx, sources=sources, max_age_days=max_age_days,

@@ -66,7 +66,8 @@ def resource_error(exc: BaseException) -> ResourceError:
     if isinstance(exc, MemoryError):
         return ResourceError("out of memory")
     if isinstance(exc, OSError):
-        what = (exc.strerror or type(exc).__name__).lower()
+        text = exc.strerror or " ".join(str(exc).split())[:200] or type(exc).__name__
+        what = text[:1].lower() + text[1:]
         where = exc.filename if exc.filename is not None else None
         error = ResourceError(f"{what}: {where}" if where else what)
         error.errno = exc.errno

@@ -96,11 +96,19 @@ def verify_batch(emails: list[str], overrides: dict[str, Any]) -> list[dict[str,
 
 
 @task(name="export", cache_policy=NO_CACHE)
-def write_exports(rows_path: str, results_path: str, out_dir: str) -> dict[str, str]:
-    """Write valid/risky/invalid/unknown CSVs (every source row, original columns)."""
-    paths = export.export_by_status(
-        pl.read_parquet(rows_path), pl.read_parquet(results_path), Path(out_dir)
-    )
+def write_exports(rows_path: str, results_path: str, out_dir: str) -> Any:
+    """Write valid/risky/invalid/unknown CSVs (every source row, original columns).
+
+    A full disk or an unwritable ``out_dir`` is a Failed state carrying a
+    :class:`~mailsift.errors.ResourceError` (one line, no traceback in the logs)."""
+    try:
+        paths = export.export_by_status(
+            pl.read_parquet(rows_path), pl.read_parquet(results_path), Path(out_dir)
+        )
+    except (OSError, MemoryError) as exc:
+        error = resource_error(exc)
+        get_run_logger().error("export failed: %s", error)
+        return Failed(message=str(error), data=error)
     get_run_logger().info("exported to %s", out_dir)
     return {status: str(path) for status, path in paths.items()}
 
