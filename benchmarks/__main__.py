@@ -40,6 +40,10 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
         "`mailsift serve`: /verify latency fresh and cached, cached lookups/s under 50 clients",
         ["--addresses", "100", "--seconds", "5"],
     ),
+    "hostile": (
+        "peak RSS of `mailsift run` on 300 MB of blank lines, a 5M-row CSV, a gzip bomb URL, an XLSX bomb",
+        ["--quick"],
+    ),
     "replies": ("classify_reply over 100,000 real SMTP replies (tests/data/smtp_replies.csv)", ["--calls", "20000"]),
     "report": ("the list-health report's queries and page at 1M addresses, 12 runs", ["--addresses", "100000"]),
 }

@@ -95,6 +95,7 @@ class RunContext:
 def run_context(backend: str | None, db: str | None, prefix: str) -> RunContext:
     """``backend`` ``default`` (or empty) and an empty ``db`` mean: from the settings."""
     settings = settings_with({"backend": None if backend in (None, "", "default") else backend})
+    scratch.sweep()  # what killed processes left in $TMPDIR (work dirs, partial downloads)
     return RunContext(
         run_id=str(flow_run.get_id() or f"local-{int(time.time() * 1000)}"),
         backend=settings.backend,
@@ -125,12 +126,11 @@ def refuse_bad_urls(sources: list[str] | None = None, webhook_url: str = "") -> 
 
 
 def begin_run(wh: Warehouse, run_id: str, flow_name: str, backend: str) -> None:
-    """Mark the runs a killed process left ``running`` as failed (interrupted), remove
-    the scratch files killed processes left, then record this run with its owner (pid,
-    host, process start time) so the next start can tell whether it is still alive."""
+    """Mark the runs a killed process left ``running`` as failed (interrupted), then
+    record this run with its owner (pid, host, process start time) so the next start can
+    tell whether it is still alive. (:func:`run_context` sweeps the scratch files.)"""
     for stale in wh.interrupt_dead_runs(scratch.owner_is_alive):
         get_run_logger().warning("run %s was interrupted (its process is gone): marked failed", stale)
-    scratch.sweep()
     wh.start_run(run_id, flow_name, backend, utcnow(), owner=scratch.owner())
 
 
