@@ -153,3 +153,22 @@ def test_no_credential_from_a_url_reaches_prefect(env, tmp_path: Path) -> None:
         assert secret.encode() not in stored, secret
         assert secret not in proc.stdout + proc.stderr
         assert secret.encode() not in (tmp_path / "wh.duckdb").read_bytes()
+
+
+def test_the_flow_refuses_credentials_in_clear_and_bad_webhook_urls(prefect_harness, tmp_path: Path) -> None:
+    """A run started from the UI or a deployment (no CLI to move the secret aside): refused
+    before it starts, the URL redacted in the state, nothing written."""
+    from flows.verify_crm_exports import verify_crm_exports
+
+    (tmp_path / "ok.csv").write_text("email\na@valid.test\n")
+    cases = {
+        "password": dict(sources=["https://bob:hunter2@crm.test/export.csv"]),
+        "token": dict(sources=[str(tmp_path / "ok.csv")], webhook_url="https://hooks.test/x?token=hunter2"),
+        "ftp": dict(sources=[str(tmp_path / "ok.csv")], webhook_url="ftp://bob:hunter2@hooks.test/x"),
+    }
+    for case, params in cases.items():
+        state = verify_crm_exports(return_state=True, db=str(tmp_path / "wh.duckdb"),
+                                   out_dir=str(tmp_path / "out"), **params)
+        assert state.is_failed(), case
+        assert "hunter2" not in state.message and "***" in state.message, (case, state.message)
+        assert not (tmp_path / "wh.duckdb").exists() and not (tmp_path / "out").exists(), case

@@ -1,7 +1,7 @@
 """Formats: each reader returns the header names and an iterator of batches
 ``(frame of strings under those names, 1-based row numbers)``, so no source is ever
-held whole in memory (except a JSON document, capped at :data:`MAX_JSON_DOCUMENT`, and
-an XLSX sheet, whose size is checked in the ZIP directory before it is inflated).
+held whole in memory (except a JSON document in UTF-16/32, capped at
+:data:`MAX_JSON_DOCUMENT`, and an XLSX sheet, whose size is checked in the ZIP directory before it is inflated).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ __all__ = [
     "delimited_batches",
     "excel_batches",
     "json_batches",
+    "json_stream_batches",
     "parquet_batches",
 ]
 
@@ -245,6 +246,123 @@ def _frame(flat: list[dict[str, str | None]], keys: dict[str, None], names: list
            schema: dict[str, Any]) -> pl.DataFrame:
     data = {name: [row.get(key) for row in flat] for name, key in zip(names, keys, strict=False)}
     return pl.DataFrame(data, schema=schema)
+
+
+def json_stream_batches(source: str, path: Path) -> Batches:
+    """A UTF-8 JSON or NDJSON file of any size, streamed with ijson (yajl): records are
+    read one at a time, twice (once for the column names, once for the values), so
+    memory holds one batch, not the document. The shapes are those of
+    :func:`json_batches`: ``[...]``, ``{"data": [...]}`` (or another key holding the one
+    list of objects), a single object, or one object a line."""
+    import ijson
+
+    def events():  # -> Iterator[tuple[str, Any]]
+        with path.open("rb") as fh:
+            yield from ijson.basic_parse(fh, multiple_values=True, use_float=True)
+
+    try:
+        prefix, records_prefix = _json_shape(source, events())
+    except ijson.JSONError as exc:
+        raise fail(source, f"invalid JSON: {_first_line(exc)}") from None
+
+    def records() -> Iterator[Any]:
+        with path.open("rb") as fh:
+            try:
+                yield from ijson.items(fh, records_prefix, multiple_values=True, use_float=True)
+            except ijson.JSONError as exc:
+                raise fail(source, f"invalid JSON: {_first_line(exc)}") from None
+
+    first = next(iter(records()), _NOTHING)
+    if first is _NOTHING:
+        raise fail(source, "empty file (no records)")
+    if isinstance(first, str) or first is None:
+        def emails() -> Iterator[tuple[pl.DataFrame, pl.Series]]:
+            buffer: list[Any] = []
+            row = 0
+            for value in records():
+                if not (isinstance(value, str) or value is None):
+                    raise fail(source, "JSON records must be all addresses or all objects")
+                buffer.append(value)
+                if len(buffer) >= BATCH_ROWS:
+                    yield pl.DataFrame({"email": buffer}, schema={"email": pl.String}), pl.int_range(
+                        row + 1, row + len(buffer) + 1, eager=True)
+                    row, buffer = row + len(buffer), []
+            if buffer:
+                yield pl.DataFrame({"email": buffer}, schema={"email": pl.String}), pl.int_range(
+                    row + 1, row + len(buffer) + 1, eager=True)
+
+        return ["email"], emails()
+
+    def objects() -> Iterator[dict[str, Any]]:
+        for value in records():
+            if not isinstance(value, dict):
+                raise fail(source, "JSON records must be objects (one per contact)")
+            yield value
+
+    return _record_batches(source, objects)
+
+
+_NOTHING = object()
+
+
+#: Nesting deeper than this is refused before any record is built (a CRM export nests
+#: a few levels; 100,000-deep documents exist only to crash parsers).
+MAX_JSON_DEPTH = 256
+
+
+def _json_shape(source: str, events: Iterator[tuple[str, Any]]) -> tuple[str, str]:
+    """Where the records are: ``(kind, ijson prefix)``, from one pass over ijson's
+    basic events (no prefixes: their cost grows with the depth)."""
+    top_values = 0
+    first_kind = None
+    stack: list[str] = []  # "map" / "array"
+    key = None  # the current top-level key
+    arrays: dict[str, bool] = {}  # top-level key holding an array -> its first item is an object
+    first_item: dict[str, bool] = {}
+    keys: list[str] = []
+    scalars_only = True
+    for event, value in events:
+        depth = len(stack)
+        if event in ("start_map", "start_array", "string", "number", "boolean", "null") and depth == 0:
+            top_values += 1
+            if top_values == 1:
+                first_kind = event
+            else:  # NDJSON: one record a line
+                return "ndjson", ""
+        if top_values == 1 and first_kind == "start_map":
+            if depth == 1 and event == "map_key":
+                key = value
+                keys.append(value)
+            elif depth == 1 and event in ("start_map", "start_array"):
+                scalars_only = False
+                if event == "start_array":
+                    arrays.setdefault(key, False)
+                    first_item[key] = True
+            elif depth == 2 and stack[-1] == "array" and key in first_item:
+                if first_item.pop(key) and event == "start_map":
+                    arrays[key] = True
+        if event in ("start_map", "start_array"):
+            stack.append("map" if event == "start_map" else "array")
+            if len(stack) > MAX_JSON_DEPTH:
+                raise fail(source, f"JSON nested too deeply to read (more than {MAX_JSON_DEPTH} levels)")
+        elif event in ("end_map", "end_array"):
+            stack.pop()
+    if top_values == 0:
+        raise fail(source, "empty file")
+    if first_kind == "start_array":
+        return "array", "item"
+    if first_kind != "start_map":
+        raise fail(source, 'JSON holds no list of records (expected [...] or {"data": [...]})')
+    for candidate in _RECORD_KEYS:
+        if candidate in arrays:
+            return "object", f"{candidate}.item"
+    with_objects = [k for k, has in arrays.items() if has]
+    if len(with_objects) == 1:
+        return "object", f"{with_objects[0]}.item"
+    if keys and scalars_only:
+        return "record", ""
+    shown = ", ".join(keys[:10])
+    raise fail(source, f"JSON object has no list of records under data/results/contacts (keys: {shown})")
 
 
 def _ndjson_stream(source: str, path: Path) -> Batches:

@@ -323,15 +323,14 @@ def _batches(
     first = encodings.first_text_char(head, encoding)
     if first in ("[", "{"):
         ndjson_hint = ext in ("ndjson", "jsonl") or "ndjson" in ctype
-        streamable = encoding in (None, "utf-8", "utf-8-sig") and first == "{"
+        if encoding in (None, "utf-8", "utf-8-sig") and _is_utf8_head(head):
+            return formats.json_stream_batches(source, path)
         if size > formats.MAX_JSON_DOCUMENT:
-            if not streamable:
-                raise fail(
-                    source,
-                    f"a JSON document larger than {formats.MAX_JSON_DOCUMENT // 2**20} MB; "
-                    "export it as NDJSON (one object a line) or CSV",
-                )
-            return formats.json_batches(source, path, None, ndjson_hint=True)
+            raise fail(
+                source,
+                f"a {encoding or '8-bit'} JSON document larger than {formats.MAX_JSON_DOCUMENT // 2**20} MB; "
+                "export it as UTF-8, NDJSON or CSV",
+            )
         text = encodings.decode_text(source, path.read_bytes(), encoding, hint=charset)
         return formats.json_batches(source, path, text, ndjson_hint=ndjson_hint)
     if ext in ("parquet", "pq") or "parquet" in ctype:
@@ -356,6 +355,14 @@ def _batches(
         log.warning("%s", warning)
         warnings.append(warning)
     return formats.delimited_batches(source, clean.parts, tab_hint=ext == "tsv" or "tab-separated" in ctype)
+
+
+def _is_utf8_head(head: bytes) -> bool:
+    try:
+        head[: encodings.SNIFF_BYTES].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start > encodings.SNIFF_BYTES - 4  # a character cut at the end
+    return True
 
 
 def _looks_like_text(head: bytes) -> bool:
