@@ -5,6 +5,8 @@ artifact)."""
 from __future__ import annotations
 
 import json
+import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from mailsift.result import utcnow
 from mailsift.settings import BackendName, db_location
 from tasks.normalize import batches_by_domain
 from tasks.steps import quality_gate, verify_batch
-from tasks.verify import resolver_health_sync, settings_with
+from tasks.verify import domain_stats_sync, resolver_health_sync, settings_with, stats_between
 from warehouse import RESULT_SCHEMA, Warehouse
 from warehouse.redaction import redact_url
 
@@ -34,7 +36,7 @@ __all__ = [
     "BackendChoice",
     "RunContext",
     "run_context",
-    "RunCounters", "verify_and_load", "gate_results", "summarize", "complete_run", "push_webhooks",
+    "RunCounters", "VERIFY_WORKERS", "plan_batches", "preload_gate", "verify_and_load", "gate_results", "summarize", "complete_run", "push_webhooks",
     "fail_run",
     "begin_run",
     "refuse_bad_urls",
@@ -57,6 +59,9 @@ class RunCounters:
     #: Causes the run's failures share (see mailsift.diagnosis), as dicts.
     diagnoses: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: What the largest domains cost the engine in this run (connections, RCPTs, window
+    #: reached, 421s, seconds; see mailsift.smtp.pacing.DomainStats).
+    domains: list[dict[str, Any]] = field(default_factory=list)
 
     def as_counts(self) -> dict[str, int]:
         """The counts the ``runs`` table keeps."""
@@ -90,6 +95,48 @@ class RunContext:
     def overrides(self) -> dict[str, Any]:
         """Settings the verify tasks apply over the environment (never a secret)."""
         return {"backend": self.backend}
+
+
+#: Verify batches in flight at once. They all feed ONE engine (tasks/verify.py), whose
+#: scheduler orders SMTP work by critical path over every batch it holds; a thread per
+#: batch mostly waits, so a batch of small domains never queues behind a large domain's.
+VERIFY_WORKERS = 32
+
+_GATE_PRELOAD: threading.Thread | None = None
+
+
+def preload_gate() -> None:
+    """Import Great Expectations in a background thread when a flow starts (several
+    seconds, the first time in a process), so that the quality gate finds it loaded."""
+    global _GATE_PRELOAD
+    if _GATE_PRELOAD is not None or "great_expectations" in sys.modules:
+        return
+
+    def load() -> None:
+        try:
+            import great_expectations  # noqa: F401
+            import great_expectations.expectations  # noqa: F401
+        except Exception:  # the gate imports it again and reports a real failure
+            pass
+
+    _GATE_PRELOAD = threading.Thread(target=load, name="mailsift-gx-preload", daemon=True)
+    _GATE_PRELOAD.start()
+
+
+def plan_batches(batches: list[list[str]]) -> list[list[str]]:
+    """Order batches so that the full batches of one large domain are spread among the
+    others (round robin by each batch's main domain): the first batches in flight hold
+    many domains, not five slices of gmail.com."""
+    queues: dict[str, list[list[str]]] = {}
+    for batch in batches:
+        main = Counter(e.rpartition("@")[2] for e in batch).most_common(1)[0][0] if batch else ""
+        queues.setdefault(main, []).append(batch)
+    ordered: list[list[str]] = []
+    lanes = list(queues.values())
+    while lanes:
+        ordered.extend(lane.pop(0) for lane in lanes)
+        lanes = [lane for lane in lanes if lane]
+    return ordered
 
 
 def run_context(backend: str | None, db: str | None, prefix: str) -> RunContext:
@@ -148,16 +195,17 @@ def verify_and_load(
     append each batch to the warehouse as soon as it completes, so a crash or a kill
     loses only the batches in flight. A refused API key stops the run."""
     logger = get_run_logger()
-    batches = batches_by_domain(emails, batch_size=batch_size) if emails.height else []
+    batches = plan_batches(batches_by_domain(emails, batch_size=batch_size)) if emails.height else []
     if not batches:
         logger.info("nothing to verify: every address has a fresh result in the warehouse")
         return
     total = emails.height
     logger.info("verifying %d addresses in %d batches", total, len(batches))
+    settings = settings_with(overrides)
+    stats_before = domain_stats_sync(settings)
     started = time.perf_counter()
     futures = verify_batch.map(batches, unmapped(overrides))
     done = 0
-    settings = settings_with(overrides)
     path = PathDiagnostics(smtp_port=settings.smtp_port, helo_hostname=settings.helo_hostname)
     dns_errors = 0
     for future in as_completed(futures):
@@ -177,6 +225,7 @@ def verify_and_load(
             path.note_result(row)
         logger.info("progress: %d/%d addresses verified (%.0f%%)", done, total, 100 * done / total)
     counters.timings["verify_s"] = round(time.perf_counter() - started, 3)
+    counters.domains = stats_between(stats_before, domain_stats_sync(settings))
     if dns_errors:  # was it the resolver? (asked once; the engine caches the answer)
         path.note_resolver(resolver_health_sync(settings))
     diagnoses = path.diagnoses()
@@ -261,6 +310,8 @@ def summarize(flow_name: str, counters: RunCounters, by_status: dict[str, int],
     if counters.smtp_note:
         summary["warning"] = counters.smtp_note
         summary["diagnoses"] = counters.diagnoses
+    if counters.domains:
+        summary["domains"] = counters.domains
     return summary
 
 

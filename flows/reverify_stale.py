@@ -17,6 +17,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from flows.common import (
+    VERIFY_WORKERS,
     BackendChoice,
     RunCounters,
     begin_run,
@@ -24,6 +25,7 @@ from flows.common import (
     counts,
     fail_run,
     gate_results,
+    preload_gate,
     push_webhooks,
     refuse_bad_urls,
     run_context,
@@ -40,7 +42,7 @@ __all__ = ["reverify_stale"]
 FLOW_NAME = "reverify-stale"
 
 
-@flow(name=FLOW_NAME, task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
+@flow(name=FLOW_NAME, task_runner=ThreadPoolTaskRunner(max_workers=VERIFY_WORKERS), log_prints=False)
 def reverify_stale(
     max_age_days: Annotated[int, Field(ge=0)] = DEFAULTS.max_age_days,
     limit: Annotated[int, Field(ge=0)] = 0,
@@ -76,6 +78,7 @@ def reverify_stale(
     logger = get_run_logger()
     if (refused := refuse_bad_urls(None, webhook_url)) is not None:
         return refused
+    preload_gate()
     ctx = run_context(backend, db, prefix="mailsift-reverify-")
     run_id, work_dir = ctx.run_id, ctx.work_dir
     counters = RunCounters()

@@ -116,6 +116,15 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
                f"{_plural(int(hooks.get('failed', 0)), 'batch', 'batches')} not delivered after retries"
                + (" (`mailsift webhooks retry` re-sends them)." if hooks.get("failed") else ".")]
 
+    domains = summary.get("domains") or []
+    if domains:  # what the engine's politeness cost per domain (mailsift.smtp.pacing)
+        md += ["", "## Largest domains over SMTP", "",
+               "| domain | addresses | connections | RCPTs | most at once | 421s | time |",
+               "|---|---:|---:|---:|---:|---:|---:|"]
+        md += [f"| {md_text(d['domain'])} | {d['addresses']:,} | {d['connections']:,} | "
+               f"{d['rcpts']:,} | {d['window']} | {d['refusals_421']} | {_seconds(float(d['seconds']))} |"
+               for d in domains]
+
     timings = summary.get("timings_s") or {}
     if timings:
         md += ["", "## Time taken", "", "| step | time |", "|---|---:|"]

@@ -21,6 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from flows.common import (
+    VERIFY_WORKERS,
     BackendChoice,
     RunContext,
     RunCounters,
@@ -29,6 +30,7 @@ from flows.common import (
     counts,
     fail_run,
     gate_results,
+    preload_gate,
     push_webhooks,
     refuse_bad_urls,
     run_context,
@@ -47,7 +49,7 @@ __all__ = ["verify_crm_exports"]
 FLOW_NAME = "verify-crm-exports"
 
 
-@flow(name=FLOW_NAME, task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
+@flow(name=FLOW_NAME, task_runner=ThreadPoolTaskRunner(max_workers=VERIFY_WORKERS), log_prints=False)
 def verify_crm_exports(
     sources: list[str],
     email_column: str = "",
@@ -85,6 +87,7 @@ def verify_crm_exports(
     """
     if (refused := refuse_bad_urls(sources, webhook_url)) is not None:
         return refused
+    preload_gate()  # the quality gate at the end finds Great Expectations imported
     ctx = run_context(backend, db, prefix="mailsift-run-")
     run_id, work_dir = ctx.run_id, ctx.work_dir
     counters = RunCounters()

@@ -158,6 +158,14 @@ SmtpOpt = Annotated[
 def verify(
     emails: Annotated[list[str], typer.Argument(help="Addresses to check; '-' reads stdin, one a line.")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, input order.")] = False,
+    summary: Annotated[
+        bool,
+        typer.Option(
+            "--summary",
+            help="Add what each domain cost (SMTP connections, RCPTs, window reached, 421s, "
+            "seconds); with --json, print one object {results, summary} instead of lines.",
+        ),
+    ] = False,
     backend: BackendOpt = None,
     dns_nameservers: NameserverOpt = None,
     smtp: SmtpOpt = None,
@@ -190,7 +198,7 @@ def verify(
     from mailsift.errors import MailsiftError
 
     try:
-        asyncio.run(_verify_and_print(settings, addresses, as_json))
+        asyncio.run(_verify_and_print(settings, addresses, as_json, summary))
     except MailsiftError as exc:
         raise fail(str(exc)) from None
 
@@ -233,21 +241,73 @@ def doctor(
     raise typer.Exit(report.exit_code)
 
 
-async def _verify_and_print(settings: Any, addresses: list[str], as_json: bool) -> None:
+async def _verify_and_print(
+    settings: Any, addresses: list[str], as_json: bool, summary: bool = False
+) -> None:
+    import time
+
     from mailsift.backends import get_backend
 
     backend = get_backend(settings)
     rows = []
+    started = time.perf_counter()
     try:
         async for result in backend.verify_many(addresses):
-            if as_json:
+            if as_json and not summary:
                 typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
             else:
                 rows.append(result)
     finally:
         await backend.aclose()
-    if not as_json:
-        _print_table(rows)
+    seconds = time.perf_counter() - started
+    if not summary:
+        if not as_json:
+            _print_table(rows)
+        return
+    report = run_summary(backend, rows, seconds)
+    if as_json:
+        out = {"results": [r.to_dict() for r in rows], "summary": report}
+        typer.echo(json.dumps(out, ensure_ascii=False))
+        return
+    _print_table(rows)
+    _print_domain_stats(report)
+
+
+def run_summary(backend: Any, results: list[Any], seconds: float) -> dict[str, Any]:
+    """Counts of a verify run and what each domain cost (the local engine's pace:
+    connections, RCPTs, window reached, 421s and rate refusals, seconds), largest first."""
+    from collections import Counter
+
+    prober = getattr(backend, "prober", None)
+    stats = getattr(prober, "domain_stats", {}) or {}
+    domains = sorted(stats.values(), key=lambda st: (-st.addresses, st.domain))
+    return {
+        "addresses": len(results),
+        "seconds": round(seconds, 3),
+        "by_status": dict(Counter(r.status for r in results)),
+        "smtp_connections": sum(st.connections for st in domains),
+        "smtp_rcpts": sum(st.rcpts for st in domains),
+        "domains": [st.as_dict() for st in domains],
+    }
+
+
+def _print_domain_stats(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, title=None)
+    columns = ("domain", "addresses", "connections", "rcpts", "window", "refusals_421", "seconds")
+    for col in columns:
+        table.add_column(col.replace("_", " "), no_wrap=True)
+    for row in report["domains"]:
+        table.add_row(*(str(row[c]) for c in columns))
+    console = Console()
+    console.print()
+    console.print(table)
+    console.print(
+        f"{report['addresses']} addresses in {report['seconds']} s; "
+        f"{report['smtp_connections']} SMTP connections, {report['smtp_rcpts']} RCPT commands"
+    )
 
 
 def _print_table(results: list[Any]) -> None:

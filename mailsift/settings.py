@@ -148,7 +148,7 @@ class Settings(BaseSettings):
         100,
         gt=0,
         description="SMTP connections open at once, in all (Postfix's default_process_limit "
-        "is 100), and domains looked up at once.",
+        "is 100); also bounds the domains whose DNS is looked up at once (25 at most).",
     )
     per_domain_concurrency: int = Field(
         2, gt=0, description="SMTP connections a domain starts with; its window grows from here."

@@ -22,7 +22,7 @@ from mailsift.dns import ResolverHealth
 from mailsift.result import VerificationResult
 from mailsift.settings import Settings
 
-__all__ = ["engine_for", "resolver_health_sync", "run_on_engine_loop", "settings_with", "verify_batch_sync"]
+__all__ = ["domain_stats_sync", "engine_for", "resolver_health_sync", "stats_between", "run_on_engine_loop", "settings_with", "verify_batch_sync"]
 
 
 def settings_with(overrides: dict[str, Any] | None = None) -> Settings:
@@ -101,6 +101,39 @@ def run_on_engine_loop(coro: Any) -> Any:
     loop). ``mailsift serve`` sends its single lookups here, so they share the engine, its
     DNS cache and its per-domain SMTP limits with the bulk jobs' batches."""
     return asyncio.run_coroutine_threadsafe(coro, _ENGINES.loop())
+def domain_stats_sync(settings: Settings) -> dict[str, dict[str, Any]]:
+    """A copy of what each domain has cost the process's engine for ``settings`` so far
+    (see :class:`mailsift.smtp.pacing.DomainStats`); empty for backends without SMTP."""
+    prober = getattr(engine_for(settings), "prober", None)
+    stats = getattr(prober, "domain_stats", None)
+    if not stats:
+        return {}
+    # read on the engine's loop, where the stats are written
+    return _ENGINES.run(_copy_stats(stats))
+
+
+async def _copy_stats(stats: Any) -> dict[str, dict[str, Any]]:
+    return {domain: st.as_dict() for domain, st in list(stats.items())}
+
+
+def stats_between(
+    before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]], top: int = 10
+) -> list[dict[str, Any]]:
+    """What each domain cost between two :func:`domain_stats_sync` snapshots, the
+    ``top`` largest (by addresses) first."""
+    rows = []
+    for domain, now in after.items():
+        was = before.get(domain, {})
+        row = dict(now)
+        for key in ("addresses", "connections", "rcpts", "refusals_421"):
+            row[key] = now[key] - was.get(key, 0)
+        row["seconds"] = round(now["seconds"] - was.get("seconds", 0.0), 3)
+        if row["addresses"] > 0:
+            rows.append(row)
+    rows.sort(key=lambda r: (-r["addresses"], r["domain"]))
+    return rows[:top]
+
+
 def resolver_health_sync(settings: Settings) -> ResolverHealth | None:
     """The health of the resolver the engine for ``settings`` uses (root check; cached by
     the engine), or ``None`` for backends that resolve nothing themselves."""

@@ -103,6 +103,11 @@ def test_run_twice_second_run_reuses_the_warehouse(crm_world: World, tmp_path: P
     assert "**Quality gate passed**: 3.8 % of the addresses are unknown; the gate lets out at most 20.0 %" in md
     assert "| reading the sources |" in md and "extract_s" not in md and "0.0385" not in md
     assert "| mailbox not found | 1 |" in md
+    # what the largest domains cost over SMTP: acme.test's 22 addresses (and the probe)
+    acme = summary["domains"][0]
+    assert (acme["domain"], acme["addresses"], acme["rcpts"]) == ("acme.test", 22, 23)
+    assert acme["connections"] >= 1 and acme["refusals_421"] == 0
+    assert f"| acme\\.test | 22 | {acme['connections']} | 23 |" in md
     assert f"| source | {md_text(src)} |" in md  # escaped: a path stays text in the UI
     report = out / "report.html"
     assert summary["report"] == str(report.resolve()) and report.is_file()

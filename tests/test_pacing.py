@@ -9,6 +9,10 @@ verdicts."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -173,3 +177,31 @@ async def test_domain_budget_makes_the_rest_unknown_smtp_timeout(world: World) -
     for r in answered:  # what was answered keeps its verdict
         assert r.status == ("valid" if r.email in boxes else "invalid")
     assert stats.budget_spent
+
+
+def test_cli_verify_json_summary_reports_what_each_domain_cost(world: World) -> None:
+    world.add_domain("acme.test", "accept", mailboxes=[f"u{i}@acme.test" for i in range(0, 30, 2)])
+    world.add_domain("globex.test", "catch_all")
+    emails = [f"u{i}@acme.test" for i in range(30)] + ["x@globex.test", "not-an-address"]
+    env = {**os.environ, **world.env()}
+    plain = subprocess.run(
+        [sys.executable, "-m", "mailsift.cli", "verify", "--json", *emails[:2]],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert [json.loads(line)["email"] for line in plain.stdout.splitlines()] == emails[:2]
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "mailsift.cli", "verify", "--json", "--summary", "-"],
+        input="\n".join(emails) + "\n", capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)  # one object: the results and the summary
+    assert [r["email"] for r in out["results"]] == emails
+    summary = out["summary"]
+    assert summary["addresses"] == 32
+    assert summary["by_status"] == {"valid": 15, "invalid": 16, "risky": 1}
+    acme, globex = summary["domains"]  # largest first
+    assert (acme["domain"], acme["addresses"], globex["domain"]) == ("acme.test", 30, "globex.test")
+    assert acme["connections"] >= 1 and acme["rcpts"] == 31  # and the catch-all probe
+    assert acme["window"] >= 1 and acme["refusals_421"] == 0 and acme["seconds"] >= 0
+    assert summary["smtp_connections"] == acme["connections"] + globex["connections"]

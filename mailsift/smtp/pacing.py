@@ -14,7 +14,7 @@ slots and other domains wait for them at most ``smtp_slow_after`` seconds. No mo
 **Windows** (:class:`Window`, one per MX host set, as Postfix keeps one per destination:
 ``qmgr``'s concurrency feedback, postconf(5) ``default_destination_concurrency_limit``).
 A window starts at ``per_domain_concurrency`` and grows by one each time a session gets
-a clean conversation while its destination still has work queued (by two at a server
+a clean conversation while its destination still has work queued (by three at a server
 that answers pipelined RCPTs one after another, where only more sessions help), up to a
 ceiling:
 ``max_per_domain_concurrency``, or less for a provider that ``data/providers.json``
@@ -139,7 +139,7 @@ class Window:
     #: what the destination has shown it takes. New sessions go beyond it by one (by half
     #: of it from 8 on), so a server's connection limit is crossed by one session, not by
     #: a burst; for a server that judges RCPTs one after another (``serial``), where only
-    #: more sessions help, they may double it.
+    #: more sessions help, they may triple it.
     good: int = 0
     slow: bool = False
     #: Bumped when the window shrinks: a cohort of sessions halves it once.
@@ -161,8 +161,8 @@ class Window:
 
     def room(self) -> int:
         """Sessions that may start now."""
-        if self.serial:  # only more sessions make it faster: double, as TCP's slow start
-            ahead = 2 * self.good
+        if self.serial:  # only more sessions make it faster: triple each round
+            ahead = 3 * self.good
         else:
             ahead = self.good + (1 if self.good < 8 else self.good // 2)
         return min(self.limit(), ahead) - self.active
@@ -180,10 +180,9 @@ class Window:
             return
         top = self.ceiling if self.cap is None else min(self.ceiling, self.cap)
         if self.size < top:
-            # Two for a server that judges RCPTs one after another: the window doubles
-            # each round of new sessions there (TCP's slow start), where only more
-            # sessions make it faster.
-            self.size = min(top, self.size + (2 if self.serial else 1))
+            # Three for a server that judges RCPTs one after another, where only more
+            # sessions make it faster: the window triples each round of new sessions.
+            self.size = min(top, self.size + (3 if self.serial else 1))
             self._wake()
 
     def shrink(self, epoch: int, *, open_ok: int | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import secrets
@@ -41,7 +42,7 @@ log = logging.getLogger("mailsift.smtp")
 
 #: Another connection to a domain is opened only when at least this many of its addresses
 #: wait unclaimed: for a handful, one connection is faster than two handshakes.
-MIN_RCPTS_PER_CONNECTION = 20
+MIN_RCPTS_PER_CONNECTION = 30
 #: Addresses (IPs) tried per domain at most, over all its MX hosts.
 MAX_TARGETS = 6
 #: Connections that may carry one address before it gets the failure as its outcome.
@@ -117,6 +118,7 @@ class Conn:
     open_at_start: int = 1  # sessions of its window open when it started, itself included
     #: A rate refusal at RCPT: the session ends after its group, the window halves.
     pressure: Failure | None = None
+    quit_sent: bool = False  # QUIT went with the last RCPT group (pipelined)
 
 
 class Abort(Exception):
@@ -306,7 +308,8 @@ class DomainRun:
         else:  # a group of RCPTs costs one round trip: more only for more than a session's
             worth = self.settings.max_rcpt_per_connection
         room = min(window.limit() - self.workers, window.room())
-        extra = min(room, len(self.queue) // worth)
+        # as many sessions as there are ``worth`` addresses waiting, at least one
+        extra = min(room, len(self.queue) // worth + 1 - self.workers)
         for _ in range(max(0, extra)):
             self.launch()
 
@@ -599,7 +602,7 @@ class DomainRun:
             log.exception("smtp probe of %s at %s failed", self.domain, target.host)
             failure = self.failure_from(exc, stage, target)
         finally:
-            if conn.polite and smtp.is_connected:
+            if conn.polite and smtp.is_connected and not conn.quit_sent:
                 with contextlib.suppress(Exception):
                     await smtp.quit(timeout=timeout)
             # The transport owns the socket now: closing it here behind the transport's
@@ -670,8 +673,15 @@ class DomainRun:
             and sent < min(settings.max_rcpt_per_connection, target.session_cap or sys.maxsize)
         ):
             limit = min(txn_limit or MAX_RCPTS_PER_TXN, MAX_RCPTS_PER_TXN)
+            # A new transaction: RSET and MAIL FROM go in the same write as the group's
+            # RCPTs when the server pipelines (RFC 2920 3.1: RSET and MAIL may be
+            # pipelined), each reply checked before the RCPT replies are read.
+            prefix: list[tuple[bytes, ...]] = []
             if txn_full or in_txn >= limit:
-                await self.new_transaction(conn)
+                if conn.pipelining:
+                    prefix = [(b"RSET",), self.mail_command(conn.utf8)]
+                else:
+                    await self.new_transaction(conn)
                 in_txn, txn_full = 0, False
             group: list[str | None] = [None] if probe is not None else []  # None: the probe
             per_session = settings.max_rcpt_per_connection
@@ -683,8 +693,10 @@ class DomainRun:
             elif depth > 1 and self.window is not None and self.window.serial:
                 # A server that judges one RCPT after another: a fair share of what is
                 # left for each session the window may open, so that many ask at once.
-                share = math.ceil(len(self.queue) / self.spread())
-                room = min(room, max(MIN_RCPTS_PER_CONNECTION, share))
+                # (half of it at a time: sessions come back for more, so they end
+                # together rather than one long group last).
+                share = math.ceil(len(self.queue) / (2 * self.spread()))
+                room = min(room, max(SERIAL_SAMPLE, share))
             while room > 0 and (carried or self.queue):
                 if carried:
                     email = carried.popleft()  # in flight already
@@ -703,20 +715,40 @@ class DomainRun:
             sent += len(group) - (probe is not None)
             if self.stats is not None:
                 self.stats.rcpts += len(group)
-            commands = [rcpt_command(probe if item is None else item) for item in group]
+            commands = prefix + [rcpt_command(probe if item is None else item) for item in group]
+            # The session's last group: QUIT goes with it (RFC 2920 3.1), and its reply
+            # is read after the RCPT replies.
+            last = conn.pipelining and probe is None and not carried and (
+                not self.queue or sent >= per_session
+            )
+            if last:
+                commands.append((b"QUIT",))
             if conn.pipelining:
                 exchange = pipelined(smtp, commands, settings.smtp_timeout)
             else:
                 exchange = one_by_one(smtp, commands, settings.smtp_timeout)
-            first_reply: float | None = None
+            arrivals: list[float] = []  # when each reply of the group was read
             sent_at = time.monotonic()
             async with exchange as read:
+                for verb in prefix:
+                    reply = await read()
+                    if reply.code != 250:  # the RCPTs after it are not answers: unread
+                        conn.polite = False
+                        stage_kind = "mail" if verb[0] == b"MAIL" else "error"
+                        kind = (
+                            classify_reply(reply.code, reply.message, "mail")
+                            if stage_kind == "mail"
+                            else "error"
+                        )
+                        raise Abort(
+                            Failure(kind, reply.code, reply.message, target.host, stage_kind)
+                        )
                 for item in group:
                     reply = await read()
                     if conn.ticket is not None:
                         conn.ticket.touch()
-                    if first_reply is None:
-                        first_reply = time.monotonic()
+                    if len(arrivals) < 2 * SERIAL_SAMPLE:
+                        arrivals.append(time.monotonic())
                     if reply.code == 421:  # the server is closing: back off (RFC 5321 3.8)
                         # Not an answer about this address: Postfix says 421 to the
                         # command that crosses its error limit. The address and those
@@ -755,17 +787,22 @@ class DomainRun:
                         )
                     if not too_many:
                         in_txn += 1
-            if conn.pipelining and len(group) >= SERIAL_SAMPLE and first_reply is not None:
-                gap = (time.monotonic() - first_reply) / (len(group) - 1)
-                self.note_pace(gap, first_reply - sent_at)
-            if conn.pressure is not None:
+                if last:
+                    with contextlib.suppress(Exception):
+                        await read()  # 221
+                    conn.quit_sent = True
+            if conn.pipelining and len(arrivals) >= SERIAL_SAMPLE:
+                # the median gap: replies that came in one segment are read back to back
+                gaps = sorted(b - a for a, b in itertools.pairwise(arrivals))
+                self.note_pace(gaps[len(gaps) // 2], arrivals[0] - sent_at)
+            if conn.pressure is not None or conn.quit_sent:
                 break
         for email in reversed(carried):  # out of budget: another connection takes them
             conn.inflight.remove(email)
             self.queue.appendleft(email)
 
     def note_pace(self, gap: float, first: float) -> None:
-        """``gap``, the time between the replies of a pipelined group: next to nothing
+        """``gap``, the (median) time between the replies of a pipelined group: next to nothing
         when the server answers them together (one round trip: ``first``, the wait for
         the first reply), the server's own time per RCPT when it judges them one after
         another; then more sessions ask at once."""
@@ -794,15 +831,18 @@ class DomainRun:
                 raise
             await smtp.helo(timeout=self.settings.smtp_timeout)
 
-    async def mail_from(self, smtp: aiosmtplib.SMTP, target: Target, utf8: bool) -> None:
+    def mail_command(self, utf8: bool) -> tuple[bytes, ...]:
         params = (
-            [b"SMTPUTF8"]
+            (b"SMTPUTF8",)
             if utf8 and (self.needs_utf8 or not self.settings.mail_from.isascii())
-            else []
+            else ()
         )
         sender = self.settings.mail_from.encode("utf-8")
+        return (b"MAIL", b"FROM:<" + sender + b">", *params)
+
+    async def mail_from(self, smtp: aiosmtplib.SMTP, target: Target, utf8: bool) -> None:
         reply = await smtp.execute_command(
-            b"MAIL", b"FROM:<" + sender + b">", *params, timeout=self.settings.smtp_timeout
+            *self.mail_command(utf8), timeout=self.settings.smtp_timeout
         )
         if reply.code != 250:
             # 5xx: our sender or IP is refused; 4xx: try later. Either way stop here.
