@@ -375,12 +375,13 @@ def test_demo_shows_every_verdict_path_and_reruns_from_the_warehouse(cli_env, tm
 
 
 def test_per_domain_connection_limit_holds_across_mapped_batches(world: World, tmp_path: Path, monkeypatch) -> None:
-    """Four worker threads verifying batches of one big domain still open at most
-    MAILSIFT_PER_DOMAIN_CONCURRENCY connections to it at once (ethical probing)."""
+    """Worker threads verifying batches of one big domain at once still open at most
+    MAILSIFT_MAX_PER_DOMAIN_CONCURRENCY connections to it (ethical probing): they share
+    one engine and its window for the domain."""
     from mailsift.testing.smtp_server import Behaviour
 
     (server,) = world.add_domain("big.test", Behaviour(mailboxes=None, latency=0.02))
-    for key, value in world.env(per_domain_concurrency=2).items():
+    for key, value in world.env(per_domain_concurrency=1, max_per_domain_concurrency=2).items():
         monkeypatch.setenv(key, value)
     src = write_export(tmp_path / "e.csv", [f"u{i}@big.test" for i in range(120)])
     state = run_flow(sources=[str(src)], db=str(tmp_path / "wh.duckdb"), out_dir=str(tmp_path / "o"),
