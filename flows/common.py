@@ -26,6 +26,7 @@ from mailsift.diagnosis import PathDiagnostics
 from mailsift.errors import BackendAuthError, MailsiftError, QualityGateFailed, resource_error
 from mailsift.result import utcnow
 from mailsift.settings import BackendName, db_location
+from tasks.limits import split_domains
 from tasks.normalize import batches_by_domain
 from tasks.steps import quality_gate, verify_batch
 from tasks.verify import domain_stats_sync, resolver_health_sync, settings_with, stats_between
@@ -204,7 +205,7 @@ def verify_and_load(
     settings = settings_with(overrides)
     stats_before = domain_stats_sync(settings)
     started = time.perf_counter()
-    futures = verify_batch.map(batches, unmapped(overrides))
+    futures = verify_batch.map(batches, unmapped(overrides), split_domains(batches))
     done = 0
     path = PathDiagnostics(smtp_port=settings.smtp_port, helo_hostname=settings.helo_hostname)
     dns_errors = 0

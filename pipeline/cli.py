@@ -191,7 +191,7 @@ def run(
     sources = [_by_reference(s) or s for s in sources]
     webhook_url = _by_reference(webhook_url)
     _precheck_sources(sources, email_column)
-    from flows.verify_crm_exports import verify_crm_exports
+    from flows.scale_out import verify_crm_exports_scaled as verify_crm_exports  # MAILSIFT_DASK_SCHEDULER
 
     state = verify_crm_exports(
         sources=sources,
@@ -241,7 +241,7 @@ def reverify(
     settings = settings_from_flags(backend=backend, db=db)
     _require_warehouse(settings.db)
     webhook_url = _by_reference(webhook_url)
-    from flows.reverify_stale import reverify_stale
+    from flows.scale_out import reverify_stale_scaled as reverify_stale  # MAILSIFT_DASK_SCHEDULER
 
     state = reverify_stale(
         max_age_days=older_than_days,

@@ -8,6 +8,7 @@ reach the network. Warehouse writes happen in the flow's own process and thread
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from prefect.states import Failed
 
 from mailsift.errors import BackendAuthError, InputError, resource_error
 from tasks import export, extract, normalize
-from tasks.verify import verify_batch_sync
+from tasks.limits import domain_slots
+from tasks.verify import settings_with, verify_batch_sync
 
 __all__ = ["extract_contacts", "verify_batch", "write_exports"]
 
@@ -88,9 +90,21 @@ def _retryable(task: Any, task_run: Any, state: Any) -> bool:
     retry_delay_seconds=5,
     retry_condition_fn=_retryable,
 )
-def verify_batch(emails: list[str], overrides: dict[str, Any]) -> list[dict[str, Any]]:
-    """Verify one batch (a few domains' addresses) concurrently through the engine."""
-    results = verify_batch_sync(emails, overrides)
+def verify_batch(
+    emails: list[str], overrides: dict[str, Any], shared_domains: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Verify one batch (a few domains' addresses) concurrently through the engine.
+
+    ``shared_domains``: the batch's domains that other batches (maybe on other probe
+    hosts) hold too; with ``MAILSIFT_DOMAIN_LIMIT_ACROSS_HOSTS`` the batch holds their
+    global concurrency slots while it runs (:mod:`tasks.limits`)."""
+    settings = settings_with(overrides)
+    get_run_logger().info(
+        "batch of %d on %s (source address %s)", len(emails), socket.gethostname(),
+        settings.source_address or "default",
+    )
+    with domain_slots(shared_domains or [], settings):
+        results = verify_batch_sync(emails, overrides)
     # stored under the key that was sent, so the warehouse joins back to the source rows
     return [{**r.to_row(), "email": email} for email, r in zip(emails, results, strict=True)]
 
