@@ -121,7 +121,7 @@ def run_once(workers: int, args: argparse.Namespace, world: World, src: Path, ex
         (summary,) = wh.query("SELECT summary FROM runs").to_series().to_list()
         counts = wh.query("SELECT count(*) AS n, count(DISTINCT email) AS d FROM verifications").row(0)
         latest = dict(wh.query("SELECT email, status FROM latest_verifications").rows())
-    verify_s = json.loads(summary)["timings"]["verify_s"]
+    verify_s = json.loads(summary)["timings_s"]["verify_s"]
     wrong = sum(1 for e, s in expected.items() if latest.get(e) != s)
     over = max(max(s.max_concurrent_by_ip.values(), default=0) for s in world.smtp.servers)
     ips = sorted({ip for s in world.smtp.servers for ip in s.connections_by_ip})
