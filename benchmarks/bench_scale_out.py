@@ -95,7 +95,7 @@ def run_once(workers: int, args: argparse.Namespace, world: World, src: Path, ex
     url = f"{server.get_uri()}&options=-csearch_path%3D{schema}"  # type: ignore[attr-defined]
     for s in world.smtp.servers:
         s.reset_counters()
-    env = {**os.environ, **world.env(per_domain_concurrency=2, smtp_timeout=10)}
+    env = {**os.environ, **world.env(per_domain_concurrency=2, max_per_domain_concurrency=2, smtp_timeout=10)}
     env["PREFECT_LOGGING_LEVEL"] = "WARNING"
     rss = PeakRss()
     with dask_cluster(PROBES[:workers], env, threads=args.threads, timeout=300) as address:

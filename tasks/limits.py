@@ -4,7 +4,7 @@ Each probe host's engine keeps its own per-domain window, which is what the remo
 counts per client IP. When several hosts verify batches of the same domain at once, the
 domain sees the sum. ``MAILSIFT_DOMAIN_LIMIT_ACROSS_HOSTS`` bounds that sum: a batch that
 holds addresses of a domain split over several batches (only those: a domain within one
-batch is probed from one host) takes ``min(per_domain_concurrency, limit)`` slots of the
+batch is probed from one host) takes ``min(max_per_domain_concurrency, limit)`` slots of the
 global concurrency limit ``mailsift-smtp-<domain>`` while it runs, so at most ``limit``
 connections reach the domain from all hosts together. The limit is created (or its size
 updated) on first use by each process; Prefect's server holds the slots.
@@ -67,5 +67,6 @@ def domain_slots(domains: Sequence[str], settings: Settings) -> Iterator[None]:
 
     names = [limit_name(d) for d in domains]
     _ensure(names, limit)
-    with concurrency(names, occupy=min(settings.per_domain_concurrency, limit), strict=True):
+    # as many slots as connections the host's adaptive window may open to the domain
+    with concurrency(names, occupy=min(settings.max_per_domain_concurrency, limit), strict=True):
         yield

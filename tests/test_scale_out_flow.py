@@ -39,10 +39,11 @@ def test_three_probe_hosts_share_one_flow_run(
     with src.open("w", newline="") as fh:
         csv.writer(fh).writerows([["Email"], *([e] for e in emails)])
 
-    # each host may open 2 connections to a domain, all hosts together 4 (Prefect's
-    # global concurrency limit "mailsift-smtp-big.test"): three hosts would otherwise open 6
-    env = {**cli_env, **world.env(per_domain_concurrency=2, domain_limit_across_hosts=4)}
-    for key, value in world.env(domain_limit_across_hosts=4).items():
+    # each host may open 2 connections to a domain (its window's ceiling), all hosts together
+    # 4 (Prefect's global concurrency limit "mailsift-smtp-big.test"): three would open 6
+    limits = {"per_domain_concurrency": 2, "max_per_domain_concurrency": 2, "domain_limit_across_hosts": 4}
+    env = {**cli_env, **world.env(**limits)}
+    for key, value in world.env(**limits).items():
         monkeypatch.setenv(key, value)
     from flows.scale_out import scaled
     from flows.verify_crm_exports import verify_crm_exports

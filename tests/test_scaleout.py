@@ -68,7 +68,10 @@ async def test_the_engine_keeps_under_a_per_ip_cap(world: World) -> None:
     (server,) = world.add_domain(
         "capped.test", Behaviour(max_connections_per_ip=2, latency=0.02), mailboxes=emails
     )
-    settings = world.settings(source_address="127.0.0.4", per_domain_concurrency=2, max_rcpt_per_connection=10)
+    settings = world.settings(
+        source_address="127.0.0.4", per_domain_concurrency=2, max_per_domain_concurrency=2,
+        max_rcpt_per_connection=10,
+    )
     got = await verify_all(settings, emails)
     assert set(got.values()) == {"valid"}
     assert server.max_concurrent_by_ip == {"127.0.0.4": 2}
