@@ -23,8 +23,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prefect.task_runners import ThreadPoolTaskRunner
-
 from flows.reverify_stale import reverify_stale
 from flows.verify_crm_exports import verify_crm_exports
 
@@ -41,19 +39,21 @@ DASK_SCHEDULER_ENV = "MAILSIFT_DASK_SCHEDULER"
 
 
 def task_runner(address: str | None = None) -> Any:
-    """``DaskTaskRunner(address=...)`` for ``address`` (default: the environment), else
-    the flows' usual thread pool."""
+    """``DaskTaskRunner(address=...)`` for ``address`` (default: the environment), or
+    ``None`` when no scheduler is named."""
     address = address or os.environ.get(DASK_SCHEDULER_ENV, "").strip()
     if not address:
-        return ThreadPoolTaskRunner(max_workers=4)
+        return None
     from prefect_dask import DaskTaskRunner
 
     return DaskTaskRunner(address=address)
 
 
 def scaled(flow: Any, address: str | None = None) -> Any:
-    """``flow`` with its tasks on the Dask cluster at ``address`` (or the environment's)."""
-    return flow.with_options(task_runner=task_runner(address))
+    """``flow`` with its tasks on the Dask cluster at ``address`` (or the environment's);
+    ``flow`` itself, with its own thread pool, when no scheduler is named."""
+    runner = task_runner(address)
+    return flow if runner is None else flow.with_options(task_runner=runner)
 
 
 verify_crm_exports_scaled = scaled(verify_crm_exports)

@@ -191,7 +191,9 @@ def run(
     sources = [_by_reference(s) or s for s in sources]
     webhook_url = _by_reference(webhook_url)
     _precheck_sources(sources, email_column)
-    from flows.scale_out import verify_crm_exports_scaled as verify_crm_exports  # MAILSIFT_DASK_SCHEDULER
+    from flows.scale_out import (
+        verify_crm_exports_scaled as verify_crm_exports,  # MAILSIFT_DASK_SCHEDULER
+    )
 
     state = verify_crm_exports(
         sources=sources,
