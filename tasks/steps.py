@@ -8,7 +8,11 @@ reach the network. Warehouse writes happen in the flow's own process and thread
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
 import socket
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ from tasks import export, extract, normalize
 from tasks.limits import domain_slots
 from tasks.verify import settings_with, verify_batch_sync
 
-__all__ = ["extract_contacts", "verify_batch", "write_exports"]
+__all__ = ["extract_contacts", "gate_report", "quality_gate", "start_gate_worker", "verify_batch", "write_exports"]
 
 ROWS_FILE = "rows.parquet"
 UNIQUE_FILE = "unique.parquet"
@@ -127,16 +131,65 @@ def write_exports(rows_path: str, results_path: str, out_dir: str) -> Any:
     return {status: str(path) for status, path in paths.items()}
 
 
-@task(name="quality-gate", cache_policy=NO_CACHE)
-def quality_gate(results_path: str, max_unknown_share: float, max_age_days: int | None) -> dict[str, Any]:
-    """Great Expectations over the results (imported here only: it is heavy)."""
+# -- the quality gate, in a process of its own when a flow started one ----------------------
+#
+# Importing Great Expectations costs seconds of CPU, and an import holds the GIL: done in
+# the flow's process while the engine verifies, it slows the engine as much as it saves.
+# So a flow starts a worker process at its start (start_gate_worker), which imports it on
+# the other core while the addresses are verified; the gate then runs there.
+
+_GATE_WORKER: ProcessPoolExecutor | None = None
+
+
+def _warm_gate() -> None:
+    from tasks.quality import _import_gx
+
+    _import_gx()
+    import great_expectations.expectations  # noqa: F401
+
+
+def start_gate_worker() -> None:
+    """Start the gate's worker process now (it imports Great Expectations meanwhile)."""
+    global _GATE_WORKER
+    if _GATE_WORKER is not None:
+        return
+    worker = ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_gate
+    )
+    worker.submit(int)  # the process starts now, not at the first gate
+    atexit.register(worker.shutdown, wait=False, cancel_futures=True)
+    _GATE_WORKER = worker
+
+
+def gate_report(results_path: str, max_unknown_share: float, max_age_days: int | None) -> dict[str, Any]:
+    """The gate's report over a results file (pure; runs in the worker or here)."""
     from tasks.quality import GateConfig, run_gate
 
     frame = pl.read_parquet(results_path).to_pandas()
-    report = run_gate(frame, GateConfig(max_unknown_share=max_unknown_share, max_age_days=max_age_days))
+    config = GateConfig(max_unknown_share=max_unknown_share, max_age_days=max_age_days)
+    return run_gate(frame, config).to_dict()
+
+
+@task(name="quality-gate", cache_policy=NO_CACHE)
+def quality_gate(results_path: str, max_unknown_share: float, max_age_days: int | None) -> dict[str, Any]:
+    """Great Expectations over the results: in the gate's worker process when the flow
+    started one (:func:`start_gate_worker`), else here (imported here only: it is heavy)."""
+    global _GATE_WORKER
+    report: dict[str, Any] | None = None
+    if _GATE_WORKER is not None:
+        try:
+            report = _GATE_WORKER.submit(
+                gate_report, results_path, max_unknown_share, max_age_days
+            ).result()
+        except BrokenProcessPool:  # the worker died (killed, out of memory): run it here
+            _GATE_WORKER = None
+    if report is None:
+        report = gate_report(results_path, max_unknown_share, max_age_days)
     logger = get_run_logger()
-    if report.is_passed:
-        logger.info("quality gate passed (%d rows, unknown share %.1f%%)", report.n_rows, 100 * report.unknown_share)
+    if report["is_passed"]:
+        logger.info("quality gate passed (%d rows, unknown share %.1f%%)",
+                    report["n_rows"], 100 * report["unknown_share"])
     else:
-        logger.error("quality gate failed: %s", ", ".join(r.name for r in report.failed))
-    return report.to_dict()
+        failed = [r["name"] for r in report["results"] if not r["success"]]
+        logger.error("quality gate failed: %s", ", ".join(failed))
+    return report
