@@ -6,9 +6,9 @@ Cases (generated in a temporary directory; ``--quick`` divides the sizes by 10):
 
 * ``blank``: a CSV of 300 MB of blank lines between a header, a first and a last row;
 * ``csv``: a 5,000,000-row CSV (id, email, first, last, company; 20,000 unique addresses);
-* ``gzip``: a URL on a loopback :class:`~mailsift.testing.HttpServer` whose 2 MB body is
-  sent ``Content-Encoding: gzip`` and inflates to about 2 GB of CSV;
-* ``xlsx``: a 3 MB XLSX whose sheet XML inflates to about 3 GB of identical rows.
+* ``gzip``: a URL on a loopback :class:`~mailsift.testing.HttpServer` whose ~2 MB body is
+  sent ``Content-Encoding: gzip`` and inflates to 800 MB of CSV;
+* ``xlsx``: a ~3 MB XLSX whose sheet XML inflates to 1 GB of identical rows.
 
 Each case runs ``mailsift run SOURCE --backend sandbox`` in its own wrapper process, which
 reports ``ru_maxrss`` of its children (RUSAGE_CHILDREN: the largest process of the tree,
@@ -169,14 +169,14 @@ def main(argv: list[str] | None = None) -> int:
                     write_big_csv(source, 5_000_000 // scale)
                     what = f"{5_000_000 // scale:,}-row CSV ({source.stat().st_size / 1e6:.0f} MB)"
                 elif name == "gzip":
-                    body = gzip_bomb(2_000_000_000 // scale)
+                    body = gzip_bomb(800_000_000 // scale)
                     server.set_default("/bomb.csv", Reply(200, headers={
                         "Content-Type": "text/csv", "Content-Encoding": "gzip"}, body=body))
                     source = server.url_for("/bomb.csv")
                     what = f"gzip bomb URL ({len(body) / 1e6:.1f} MB on the wire)"
                 elif name == "xlsx":
                     source = work / "bomb.xlsx"
-                    write_xlsx_bomb(source, 3_000_000_000 // scale)
+                    write_xlsx_bomb(source, 1_000_000_000 // scale)
                     what = f"XLSX bomb ({source.stat().st_size / 1e6:.1f} MB)"
                 else:
                     parser.error(f"unknown case {name}")

@@ -38,6 +38,7 @@ __all__ = [
     "RunCounters", "VERIFY_WORKERS", "plan_batches", "preload_gate", "verify_and_load", "gate_results", "summarize", "complete_run", "push_webhooks",
     "fail_run",
     "begin_run",
+    "contact_chunks",
     "refuse_bad_urls",
 ]
 
@@ -155,6 +156,25 @@ def refuse_bad_urls(sources: list[str] | None = None, webhook_url: str = "") -> 
         get_run_logger().error("%s", exc)
         return Failed(message=str(exc), data=exc)
     return None
+
+
+#: Source rows loaded into the warehouse per call (each call is its own transaction;
+#: reloading a chunk adds nothing twice, see Warehouse.upsert_contacts).
+CONTACT_CHUNK_ROWS = 500_000
+
+
+def contact_chunks(rows_path: str, chunk_rows: int = CONTACT_CHUNK_ROWS):  # -> Iterator[pl.DataFrame]
+    """The five columns the warehouse keeps of the normalized rows, ``chunk_rows`` at a
+    time, read from the Parquet file (5 M source rows never sit in memory at once)."""
+    import pyarrow.parquet as pq
+
+    names = {"__ms_source": "source", "__ms_row": "row_number", "__ms_record_id": "record_id",
+             "__ms_key": "email", "__ms_domain": "domain"}
+    parquet = pq.ParquetFile(rows_path)
+    for batch in parquet.iter_batches(batch_size=chunk_rows, columns=list(names)):
+        frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)
+        yield frame.rename(names)
 
 
 def begin_run(wh: Warehouse, run_id: str, flow_name: str, backend: str) -> None:

@@ -27,6 +27,7 @@ from flows.common import (
     RunCounters,
     begin_run,
     complete_run,
+    contact_chunks,
     counts,
     fail_run,
     gate_results,
@@ -128,18 +129,9 @@ def _run(wh: Warehouse, info: dict[str, Any], ctx: RunContext, counters: RunCoun
     """Load, verify, gate and export; returns the summary and the run's results."""
     run_id, work_dir = ctx.run_id, ctx.work_dir
     t0 = time.perf_counter()
-    rows = pl.scan_parquet(info["rows"])  # only the five columns the warehouse keeps
-    wh.upsert_contacts(
-        rows.select(
-            pl.col("__ms_source").alias("source"),
-            pl.col("__ms_row").alias("row_number"),
-            pl.col("__ms_record_id").alias("record_id"),
-            pl.col("__ms_key").alias("email"),
-            pl.col("__ms_domain").alias("domain"),
-        ).collect(),
-        run_id=run_id,
-        seen_at=utcnow(),
-    )
+    seen_at = utcnow()
+    for chunk in contact_chunks(info["rows"]):  # memory: one chunk, not the whole list
+        wh.upsert_contacts(chunk, run_id=run_id, seen_at=seen_at)
     unique = pl.read_parquet(info["unique"]).select("email", "domain")
     fresh = wh.fresh_results(
         unique.get_column("email"),
