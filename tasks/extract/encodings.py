@@ -245,9 +245,10 @@ def to_clean_utf8(
     *,
     encoding: str | None,
     hint: str | None,
+    limit: int | None = None,
 ) -> Decoded:
     """Stream ``path`` (a delimited text source) into part files in ``directory`` as clean
-    UTF-8 (module doc)."""
+    UTF-8 (module doc). ``limit``: read only about that many bytes (a sniff)."""
     result = Decoded([], encoding or "utf-8")
     fallback: str | None = None
     mac: bool | None = None
@@ -258,7 +259,9 @@ def to_clean_utf8(
         carry = b""
         first = True
         while True:
-            block = src.read(_CHUNK)
+            # a sniff stops between records: past the limit, outside a quoted field
+            early = limit is not None and src.tell() >= limit and not writer.in_quotes
+            block = b"" if early else src.read(_CHUNK)
             final = not block
             if decoder is not None:
                 try:
@@ -275,7 +278,7 @@ def to_clean_utf8(
             if mac:
                 data = data.replace(b"\r", b"\n")
             if final:
-                lines, carry = data, b""
+                lines, carry = (b"" if early else data), b""  # early: drop the cut line
                 if lines and not lines.endswith(b"\n"):
                     lines += b"\n"
             else:

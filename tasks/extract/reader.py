@@ -177,7 +177,7 @@ def check_sources(sources: Sequence[str], *, email_column: str | None = None,
                 continue
             path = Path(os.path.expanduser(source))
             names, batches = _batches(source, path, work, hint_name=path.name, content_type=None,
-                                      limits=limits, warnings=[])
+                                      limits=limits, warnings=[], sniff=True)
             sample, _ = _sample(batches, names)
             cols.find_columns(source, sample, email_column)
     finally:
@@ -280,8 +280,10 @@ def _batches(
     content_type: str | None,
     limits: Limits,
     warnings: list[str],
+    sniff: bool = False,
 ) -> formats.Batches:
-    """Sniff the format of ``path`` and return its reader's batches."""
+    """Sniff the format of ``path`` and return its reader's batches (``sniff``: of a
+    delimited text, only the first part is prepared: enough for the columns)."""
     try:
         if path.is_dir():
             raise fail(source, "is a directory")
@@ -348,7 +350,8 @@ def _batches(
         raise fail(source, f"looks binary, not a {formats.FORMATS} export")
     clean_dir = scratch_dir / "clean"
     clean_dir.mkdir(exist_ok=True)
-    clean = encodings.to_clean_utf8(source, path, clean_dir, encoding=encoding, hint=charset)
+    clean = encodings.to_clean_utf8(source, path, clean_dir, encoding=encoding, hint=charset,
+                                    limit=encodings.PART_BYTES if sniff else None)
     if clean.encoding.startswith("utf-8+"):
         log.info("%s: lines that are not UTF-8 read as %s", display_source(source), clean.encoding[6:])
     if warning := clean.warning(display_source(source)):
