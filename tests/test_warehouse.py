@@ -800,3 +800,31 @@ def test_webhook_payload_text_is_kept_byte_for_byte(wh: Warehouse) -> None:
             is_delivered=False,
             payload="{not json",
         )
+
+
+def test_runs_of_dead_processes_are_marked_interrupted(wh: Warehouse) -> None:
+    """A run records its owner; the next start marks the runs whose owner is gone as
+    failed (interrupted) and leaves alone the live ones and those it cannot judge."""
+    owners = {
+        "dead": {"pid": 1_000_001, "host": "here", "started": "1"},
+        "alive": {"pid": 1_000_002, "host": "here", "started": "2"},
+        "elsewhere": {"pid": 1_000_003, "host": "there", "started": "3"},
+    }
+    for run_id, owner in owners.items():
+        wh.start_run(run_id, "verify-crm-exports", "local", NOW, owner=owner)
+    wh.start_run("old-style", "verify-crm-exports", "local", NOW)  # no owner recorded
+    wh.start_run("done", "verify-crm-exports", "local", NOW, owner=owners["dead"])
+    wh.finish_run("done", "completed", NOW)
+
+    def is_alive(owner: dict) -> bool | None:
+        return None if owner["host"] != "here" else owner["pid"] == 1_000_002
+
+    assert wh.interrupt_dead_runs(is_alive, NOW + timedelta(hours=1)) == ["dead"]
+    dead = wh.get_run("dead")
+    assert dead["status"] == "failed" and dead["finished_at"] == NOW + timedelta(hours=1)
+    assert dead["summary"]["error"].startswith("interrupted: its process (pid 1000001 on here)")
+    assert dead["summary"]["is_interrupted"] is True
+    for run_id in ("alive", "elsewhere", "old-style"):
+        assert wh.get_run(run_id)["status"] == "running", run_id
+    assert wh.get_run("done")["status"] == "completed"
+    assert wh.interrupt_dead_runs(is_alive) == []

@@ -600,7 +600,8 @@ class PostgresWarehouse(Warehouse):
                 VALUES ($1::text, $2::text, $3::text, $4::timestamptz, 'running', $5::json)
                 ON CONFLICT (run_id) DO UPDATE SET
                     flow_name = excluded.flow_name, backend = excluded.backend,
-                    status = 'running', finished_at = NULL, summary = excluded.summary
+                    status = 'running', finished_at = NULL,
+                    summary = coalesce(excluded.summary, runs.summary)
                 """,
                 params,
             )

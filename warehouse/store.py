@@ -585,7 +585,8 @@ class Warehouse:
                 VALUES ($run_id, $flow_name, $backend, $started_at, 'running', $summary)
                 ON CONFLICT (run_id) DO UPDATE SET
                     flow_name = excluded.flow_name, backend = excluded.backend,
-                    status = 'running', finished_at = NULL, summary = excluded.summary
+                    status = 'running', finished_at = NULL,
+                    summary = coalesce(excluded.summary, runs.summary)
                 """,
                 {
                     "run_id": _text("run_id", run_id),
