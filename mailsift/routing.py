@@ -18,9 +18,12 @@ since their servers live on loopback.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
+from urllib.parse import urlsplit
 
-__all__ = ["is_ip_text", "unroutable_reason"]
+__all__ = ["is_ip_text", "unroutable_reason", "url_unroutable_reason"]
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _BENCHMARK = ipaddress.ip_network("198.18.0.0/15")
@@ -82,4 +85,30 @@ def unroutable_reason(ip: str) -> str | None:
         return "private"
     if not address.is_global:
         return "not globally routable"
+    return None
+
+
+async def url_unroutable_reason(url: str) -> str | None:
+    """Why an http(s) URL must not be called on an untrusted client's behalf (its host
+    is, or resolves to, a non-public address; or it does not resolve), else ``None``.
+
+    For webhook URLs that arrive through ``mailsift serve``'s API: an API client is not
+    the operator, and must not make the service POST into the operator's network. URLs
+    the operator gives (command line, flow parameters) are the operator's choice."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return "not a valid URL"
+    if not host:
+        return "no host"
+    if is_ip_text(host):
+        return unroutable_reason(host)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"{host} does not resolve ({exc.strerror or exc})"
+    for info in infos:
+        reason = unroutable_reason(str(info[4][0]))
+        if reason is not None:
+            return f"{host} resolves to {info[4][0]}: {reason}"
     return None

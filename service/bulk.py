@@ -6,6 +6,7 @@ from fastapi import Depends, FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from mailsift.errors import ConfigError
+from mailsift.routing import url_unroutable_reason
 from service.errors import ApiError
 from service.jobs import QueueFull
 from service.keys import ApiKey
@@ -50,6 +51,15 @@ def install_bulk_routes(app: FastAPI, service: Any, api_key: Any, errors: dict) 
             raise ApiError(413, f"{len(body.emails)} addresses; at most {limit} per job")
         if not body.emails:
             raise ApiError(422, "emails is empty")
+        if body.webhook_url is not None and not service.engine_settings.allow_private_networks:
+            # issue 9: an API client must not point the service at the operator's network
+            why = await url_unroutable_reason(body.webhook_url)
+            if why is not None:
+                raise ApiError(
+                    422,
+                    f"webhook_url must reach a public address ({why}); the operator may "
+                    "allow private networks with MAILSIFT_ALLOW_PRIVATE_NETWORKS=true",
+                )
         try:
             return jobs.submit(key, body.emails, body.webhook_url, body.webhook_secret)
         except QueueFull as exc:

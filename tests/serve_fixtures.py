@@ -70,12 +70,14 @@ class LiveService:
 @contextmanager
 def running_service(
     world: World, tmp: Path, *, db: Path | None = None, port: int | None = None,
-    base_env: dict[str, str] | None = None, **serve_env: str,
+    base_env: dict[str, str] | None = None, engine_env: dict[str, str] | None = None,
+    **serve_env: str,
 ) -> Iterator[LiveService]:
     db = db or tmp / "warehouse.duckdb"
     port = port or free_port()
     env = {k: v for k, v in (base_env or os.environ).items() if not k.startswith("MAILSIFT_")}
     env.update(world.env())
+    env.update(engine_env or {})  # e.g. MAILSIFT_ALLOW_PRIVATE_NETWORKS=false
     env.update(MAILSIFT_DB=str(db), MAILSIFT_SERVE_PORT=str(port), MAILSIFT_SERVE_FLUSH_INTERVAL="0.2")
     env.update({f"MAILSIFT_SERVE_{k.upper()}": str(v) for k, v in serve_env.items()})
     log = tmp / f"serve-{port}-{time.monotonic_ns()}.log"

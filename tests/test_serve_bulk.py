@@ -188,3 +188,23 @@ def test_a_million_and_one_addresses_is_413(service: LiveService) -> None:
         response = client.post("/api/v1/bulk/verify", content=body, headers={"Content-Type": "application/json"})
         assert (response.status_code, response.json()["error"]) == (413, "payload_too_large")
         assert client.post("/api/v1/verify", json={"email": "jane@acme.test"}).status_code == 200
+
+
+def test_an_api_client_cannot_point_webhooks_at_internal_networks(
+    world: World, tmp_path, receiver: HttpServer
+) -> None:
+    """issue 9: the operator's own network is out of an API client's reach unless the
+    operator allows private networks (the module's service, like the worlds, does)."""
+    db = tmp_path / "warehouse.duckdb"
+    key = add_key(db, "outsider")
+    internal = [receiver.url_for("/hooks"), "http://[::1]:9/x", "http://169.254.169.254/latest",
+                "http://10.0.0.5/hook", "http://localhost:9/hook"]
+    with running_service(world, tmp_path, db=db,
+                         engine_env={"MAILSIFT_ALLOW_PRIVATE_NETWORKS": "false"}) as live:
+        with live.client(key) as client:
+            for url in internal:
+                response = client.post("/api/v1/bulk/verify", json={
+                    "emails": ["a@valid.test"], "webhook_url": url, "webhook_secret": SECRET})
+                assert response.status_code == 422, (url, response.text)
+                assert "public address" in response.json()["detail"]
+    assert receiver.requests_for("/hooks") == []
