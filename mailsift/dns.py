@@ -178,6 +178,17 @@ def _negative_ttl(exc: dns.exception.DNSException) -> float:
         return DEFAULT_NEGATIVE_TTL
 
 
+def _has_soa(exc: dns.resolver.NoAnswer) -> bool:
+    """A real "no data" answer carries the zone's SOA in its authority section (RFC 2308
+    2.2); an empty answer without one (an empty TCP retry of a truncated answer, a
+    mangling middlebox) proves nothing."""
+    try:
+        response = exc.response()
+    except Exception:  # noqa: BLE001 -- no response kept: trust the NoAnswer as before
+        return True
+    return any(rrset.rdtype == dns.rdatatype.SOA for rrset in response.authority)
+
+
 def _answer_ttl(answer: dns.resolver.Answer) -> float:
     return max(0.0, answer.expiration - time.time())
 
@@ -241,7 +252,9 @@ class DnsResolver:
             self._config_error = f"no usable DNS configuration: {_describe(exc)}"
             return None
         resolver.lifetime = self.timeout
-        resolver.timeout = min(2.0, self.timeout)  # per try; retried within the lifetime
+        # One try may take the whole lookup's time: MAILSIFT_DNS_TIMEOUT is honoured
+        # whatever it is (a per-try cap below it made slow resolvers always time out).
+        resolver.timeout = self.timeout
         resolver.cache = None  # we cache whole results, per domain, below
         resolver.use_edns(0, 0, 1232)  # big MX sets fit in UDP (RFC 6891, flag day 2020)
         return resolver
@@ -468,6 +481,8 @@ class DnsResolver:
             result = MxResult(domain, "nxdomain", (), False, "the domain does not exist")
             return result, _negative_ttl(exc)
         except dns.resolver.NoAnswer as exc:
+            if not _has_soa(exc):
+                return self._empty_without_soa(domain), self.failure_ttl
             return await self._implicit_mx(domain, name, deadline, _negative_ttl(exc))
         except Exception as exc:  # noqa: BLE001
             return self._failure(domain, exc), self.failure_ttl
@@ -507,7 +522,10 @@ class DnsResolver:
             message = "no MX records: implicit MX from the address records (RFC 5321 5.1)"
             return MxResult(domain, "ok", (domain,), True, message), ttl
         negatives = [
-            o for o in outcomes if isinstance(o, dns.resolver.NXDOMAIN | dns.resolver.NoAnswer)
+            o
+            for o in outcomes
+            if isinstance(o, dns.resolver.NXDOMAIN)
+            or (isinstance(o, dns.resolver.NoAnswer) and _has_soa(o))
         ]
         if len(negatives) == len(outcomes):
             ttl = min([mx_negative_ttl] + [_negative_ttl(o) for o in negatives])
@@ -519,6 +537,14 @@ class DnsResolver:
         failures = [o for o in outcomes if isinstance(o, BaseException) and o not in negatives]
         timeouts = [o for o in failures if isinstance(o, dns.exception.Timeout)]
         return self._failure(domain, (timeouts or failures)[0]), self.failure_ttl
+
+    @staticmethod
+    def _empty_without_soa(domain: str) -> MxResult:
+        message = (
+            "an empty answer without the zone's SOA (RFC 2308 2.2): not a 'no data' "
+            "answer, e.g. a truncated reply that came back empty over TCP"
+        )
+        return MxResult(domain, "servfail", (), False, message)
 
     def _failure(self, domain: str, exc: BaseException) -> MxResult:
         if isinstance(exc, dns.exception.Timeout):

@@ -252,3 +252,30 @@ def test_mailsift_run_behind_a_middlebox_says_so_and_exports_nothing(
     finally:
         con.close()
     assert statuses == [("unknown",)]
+
+
+# -- DNS answers that prove nothing --------------------------------------------------------
+
+
+async def test_a_truncated_answer_that_comes_back_empty_over_tcp_is_not_no_mx(
+    world: World,
+) -> None:
+    world.add_domain("tc.test", "accept", mailboxes=["a@tc.test"])
+    world.dns.set_failure("tc.test", "truncated_empty")
+    async with Verifier(world.settings()) as v:
+        result = await v.verify("a@tc.test")
+    assert (result.status, result.reason) == ("unknown", "dns_error")
+    assert ("tc.test", "MX") in world.dns.queries
+
+
+async def test_the_dns_timeout_is_honoured_for_a_slow_resolver(world: World) -> None:
+    """A resolver whose answers take 2.5 s: within MAILSIFT_DNS_TIMEOUT=5 it answers
+    (no per-try cap below the setting), within 1 s it is a timeout (unknown)."""
+    world.add_domain("slowdns.test", "accept", mailboxes=["a@slowdns.test"])
+    world.dns.delays["slowdns.test"] = 2.5
+    async with Verifier(world.settings(dns_timeout=5.0)) as v:
+        result = await v.verify("a@slowdns.test")
+    assert (result.status, result.reason) == ("valid", "accepted")
+    async with Verifier(world.settings(dns_timeout=1.0)) as v:
+        result = await v.verify("a@slowdns.test")
+    assert (result.status, result.reason) == ("unknown", "dns_timeout")

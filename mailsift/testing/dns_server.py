@@ -47,7 +47,7 @@ from dnslib.server import BaseResolver
 
 __all__ = ["DnsServer", "FailureMode", "GlobalFailureMode"]
 
-FailureMode = Literal["servfail", "timeout"]
+FailureMode = Literal["servfail", "timeout", "truncated_empty"]
 #: What :meth:`DnsServer.set_global_failure` can make of every answer.
 GlobalFailureMode = Literal["nxdomain", "servfail", "timeout", "wildcard"]
 
@@ -199,6 +199,12 @@ class _ZoneResolver(BaseResolver):
                 records = [(QTYPE.A, A(wildcard_ip), 60)]
         if failure == "timeout":
             return None
+        if failure == "truncated_empty":
+            # Over UDP: truncated (TC), so the client asks again over TCP (RFC 7766);
+            # over TCP (the serving loop clears TC): NOERROR, no answer and no SOA --
+            # what a middlebox that mangles DNS over TCP hands back. Not a "no data".
+            reply.header.tc = 1
+            return reply
         if failure == "servfail":
             reply.header.aa = 0
             reply.header.rcode = RCODE.SERVFAIL
@@ -235,6 +241,9 @@ class DnsServer:
         self.host = str(ipaddress.ip_address(host))
         self.port = port
         self.queries: list[tuple[str, str]] = []
+        #: Name (as in :attr:`queries`) -> seconds its UDP answers are held back: a slow
+        #: upstream behind the resolver.
+        self.delays: dict[str, float] = {}
         self._zone = _ZoneResolver(negative_ttl)
         self._udp: socket.socket | None = None
         self._tcp: socket.socket | None = None
@@ -302,8 +311,9 @@ class DnsServer:
 
     def set_failure(self, name: str, mode: FailureMode | None) -> None:
         """Make every query for exactly ``name`` fail: ``"servfail"`` answers SERVFAIL,
-        ``"timeout"`` sends no reply at all. ``None`` clears the failure."""
-        if mode not in ("servfail", "timeout", None):
+        ``"timeout"`` sends no reply at all, ``"truncated_empty"`` truncates over UDP and
+        answers an empty NOERROR without SOA over TCP. ``None`` clears the failure."""
+        if mode not in ("servfail", "timeout", "truncated_empty", None):
             raise ValueError(f"unknown failure mode {mode!r}")
         self._zone.set_failure(_key(name), mode)
 
@@ -448,8 +458,20 @@ class DnsServer:
             truncated.questions = list(record.questions)
             truncated.set_header_qa()
             packed = truncated.pack()
+        delay = self.delays.get(_text(tuple(label.lower() for label in record.q.qname.label)))
+        if delay:  # a slow upstream: the answer leaves later, the server goes on
+            timer = threading.Timer(delay, self._send_udp, (packed, peer))
+            timer.daemon = True
+            timer.start()
+            return
+        self._send_udp(packed, peer)
+
+    def _send_udp(self, packed: bytes, peer: object) -> None:
+        udp = self._udp
+        if udp is None:
+            return
         try:
-            self._udp.sendto(packed, peer)
+            udp.sendto(packed, peer)
         except OSError:
             pass
 
@@ -487,6 +509,7 @@ class DnsServer:
             reply = self._answer(message)
             if reply is None:
                 continue
+            reply[0].header.tc = 0  # TCP is never truncated
             packed = reply[0].pack()[:_MAX_TCP_MESSAGE]
             try:
                 conn.settimeout(1.0)
