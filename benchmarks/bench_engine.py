@@ -333,6 +333,56 @@ def run_world(
     }
 
 
+async def _settle_times(settings: Settings, emails: list[str]) -> dict[str, float]:
+    """Seconds from the start until each address's result was settled (not the order in
+    which ``verify_many`` yields them, which is the input's)."""
+    verifier = Verifier(settings)
+    done: dict[str, float] = {}
+    started = time.perf_counter()
+    settle = verifier._settle
+
+    def timed(slot: Any, result: VerificationResult) -> None:
+        done.setdefault(result.email, time.perf_counter() - started)
+        settle(slot, result)
+
+    verifier._settle = timed  # type: ignore[method-assign]
+    async with verifier:
+        async for _ in verifier.verify_many(emails):
+            pass
+    return done
+
+
+def run_tarpits(plan: Any, args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    """Issue 9: ``--tarpits N`` domains whose servers never send a banner, added to the
+    round-trip world: how much later do the other domains finish than without them?"""
+    tarpit_emails = [f"user{i}@tarpit{t:03d}.test" for t in range(args.tarpits) for i in range(5)]
+    world = populate(World(), plan, kind="round_trip")
+    for t in range(args.tarpits):
+        world.add_domain(f"tarpit{t:03d}.test", "tarpit")
+    world.start()
+    try:
+        settings = world.settings(smtp_timeout=args.smtp_timeout, **overrides)
+        healthy = list(plan.emails)
+        print(f"\n[tarpits] {len(healthy):,} addresses, no tarpit", flush=True)
+        alone = asyncio.run(_settle_times(settings, healthy))
+        mixed_list = healthy + tarpit_emails
+        random.Random(args.seed).shuffle(mixed_list)
+        print(f"[tarpits] the same and {args.tarpits} tarpit domains ({len(tarpit_emails)} "
+              f"addresses; their servers never greet)", flush=True)
+        mixed = asyncio.run(_settle_times(settings, mixed_list))
+    finally:
+        world.stop()
+    t_alone = max(alone.values())
+    t_healthy = max(v for k, v in mixed.items() if "@tarpit" not in k)
+    t_tarpit = max(v for k, v in mixed.items() if "@tarpit" in k)
+    print(f"other domains done: {t_alone:.1f} s without tarpits, {t_healthy:.1f} s with "
+          f"{args.tarpits} tarpit domains (+{t_healthy - t_alone:.1f} s); the tarpits' addresses "
+          f"unknown by {t_tarpit:.1f} s (smtp_timeout {settings.smtp_timeout:g} s, slow after "
+          f"{settings.smtp_slow_after:g} s, slow share {settings.smtp_slow_share:.0%} of "
+          f"{settings.concurrency} connections)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--addresses", type=int, default=None, help="list size (default 5,000)")
@@ -358,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
         help="an engine setting, e.g. per_domain_concurrency=4 (repeatable)",
     )
     parser.add_argument("--max-seconds", type=float, default=1800, help="bound on each phase")
+    parser.add_argument("--tarpits", type=int, default=0,
+                        help="only: the round-trip world with this many tarpit domains added "
+                             "(issue 9: how long do they delay the others?)")
     args = parser.parse_args(argv)
     n = args.addresses or (1_000 if args.quick else 5_000)
     overrides = dict(item.split("=", 1) for item in args.set)
@@ -373,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{settings.max_rcpt_per_connection}, smtp_timeout {args.smtp_timeout} s"
     )
     _warm_reputation()
+    if args.tarpits:
+        return run_tarpits(plan, args, overrides)
     kinds: list[LatencyWorld] = (
         ["round_trip", "serial", "cap421"] if args.world == "all" else [args.world]
     )
