@@ -5,16 +5,17 @@ artifact)."""
 from __future__ import annotations
 
 import json
+import queue
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
-from prefect import get_run_logger, unmapped
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
@@ -209,11 +210,29 @@ def verify_and_load(
     settings = settings_with(overrides)
     stats_before = domain_stats_sync(settings)
     started = time.perf_counter()
-    futures = verify_batch.map(batches, unmapped(overrides), split_domains(batches))
+    # A sliding window of VERIFY_WORKERS batches in flight, not one map of all: a
+    # future holds its batch's result rows, and once loaded nothing should (memory stays
+    # flat in the list's size).
+    pending = deque(zip(batches, split_domains(batches), strict=True))
+    finished: queue.SimpleQueue[PrefectFuture[Any]] = queue.SimpleQueue()
+    in_flight = 0
+
+    def submit_next() -> None:
+        nonlocal in_flight
+        batch, shared = pending.popleft()
+        verify_batch.submit(batch, overrides, shared).add_done_callback(finished.put)
+        in_flight += 1
+
+    for _ in range(min(VERIFY_WORKERS, len(pending))):
+        submit_next()
     done = 0
     path = PathDiagnostics(smtp_port=settings.smtp_port, helo_hostname=settings.helo_hostname)
     dns_errors = 0
-    for future in as_completed(futures):
+    while in_flight:
+        future = finished.get()
+        in_flight -= 1
+        if pending:
+            submit_next()
         try:
             rows = future.result()
         except BackendAuthError:
