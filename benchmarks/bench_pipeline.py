@@ -366,7 +366,7 @@ def _report(n: int, big: str, f: dict[str, Any]) -> None:
     print("=" * 78)
     print(f"orchestration share = (pipeline - engine) / pipeline = "
           f"({p['wall']:.1f} - {e['wall']:.1f}) / {p['wall']:.1f} = {share:.1%}")
-    print(f"pipeline beyond the engine alone (Prefect's start-up paid once before, in [2/6]): "
+    print(f"pipeline beyond the engine alone (Prefect's start-up paid once before, in [2/5]): "
           f"{p['wall'] / e['wall'] - 1:+.1%} (issue 10's target: at most +20%)")
     t = s.get("timings_s", {})
     if "verify_s" in t:
