@@ -10,8 +10,10 @@ must not fail on the self-signed certificates many MX hosts use), sends
 
 Replies are read code first, RFC 3463 enhanced status code second, text last
 (:func:`classify_reply`). Every step has a timeout (``settings.smtp_timeout``);
-connections are bounded per domain (``per_domain_concurrency``) and in all
-(``concurrency``). MX hosts are tried in preference order (RFC 5321 section 5.1), each
+connections are paced by :mod:`.pacing`: an adaptive window per MX host set (from
+``per_domain_concurrency`` up to ``max_per_domain_concurrency``, halved on pressure),
+``concurrency`` in all, slots by critical path, tarpits held to a slow share, and a time
+budget per domain (``smtp_domain_budget``). MX hosts are tried in preference order (RFC 5321 section 5.1), each
 of their addresses in turn, until one holds a conversation. Faults never raise: they
 become outcomes (``timeout``, ``unreachable``, ``blocked``, ``error``...) so that the
 verifier can call the address ``unknown`` rather than ``invalid``.
@@ -27,9 +29,14 @@ lists ``PIPELINING``, the ``RCPT TO`` commands of a connection go out in groups 
 :data:`PIPELINE_DEPTH` in one write (the catch-all probe first in the first group) and
 their replies are read back in order, each mapped to its address exactly as a lone
 ``RCPT`` would be: one round trip per group instead of one per address. ``MAIL FROM`` is
-*not* pipelined with them, although RFC 2920 allows it: a 4xx/5xx to ``MAIL FROM`` must
-stop the ``RCPT`` commands (``blocked`` / ``temporary``, back off) rather than send them
-into a refused transaction. ``RSET`` and ``QUIT`` are not pipelined either. Each reply of
+*not* pipelined with the first group, although RFC 2920 allows it: a 4xx/5xx to the
+first ``MAIL FROM`` must stop the ``RCPT`` commands (``blocked`` / ``temporary``, back
+off) rather than send them into a refused transaction. A further transaction (after 100
+recipients, RFC 5321 4.5.3.1.8, or a 452 4.5.3) sends ``RSET`` and ``MAIL FROM`` in the
+same write as its group, their replies checked before any RCPT reply is read; ``QUIT``
+goes with a session's last group. The first group is a sample of five: whether its
+replies come together (a round trip) or one after another (a server judging each RCPT)
+decides how the window grows and how the queue is shared between sessions. Each reply of
 a group is awaited with the step timeout (``smtp_timeout``), counted from the previous
 reply, so a group is bounded as the same commands sent one by one are. A 421 in a group
 ends the connection there: later replies are not read, and their addresses go back to
@@ -41,7 +48,8 @@ waits), so while a group's replies come in, the transport is lent to
 :class:`ReplyReader`, a parser with the same bounds.
 
 Modules: :mod:`.replies` (reading replies), :mod:`.wire` (command guards, TLS, the
-pipelining reader), :mod:`.session` (connection slots, MX targets, one conversation),
+pipelining reader), :mod:`.pacing` (slots, windows, per-domain statistics),
+:mod:`.session` (MX targets, one conversation),
 :mod:`.prober` (:class:`SmtpProber`), :mod:`.outcomes` (what a probe returns).
 """
 

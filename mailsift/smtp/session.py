@@ -1,5 +1,6 @@
-"""One probe call's conversations: per-domain and global connection slots, the MX
-targets in preference order, and the sessions that carry the RCPT commands."""
+"""One probe call's conversations: its workers (as many as the domain's window allows,
+see :mod:`.pacing`), the MX targets in preference order, the time budget, and the
+sessions that carry the RCPT commands."""
 
 from __future__ import annotations
 
