@@ -39,9 +39,10 @@ from flows.common import (
     verify_and_load,
     write_results,
 )
-from mailsift.errors import MailsiftError
+from mailsift.errors import ConfigError, MailsiftError
 from mailsift.result import utcnow
 from pipeline.settings import DEFAULTS
+from tasks.export import check_out_dir
 from tasks.steps import extract_contacts, write_exports
 from warehouse import Warehouse
 
@@ -56,6 +57,7 @@ def verify_crm_exports(
     email_column: str = "",
     max_age_days: Annotated[int, Field(ge=0)] = DEFAULTS.max_age_days,
     out_dir: str = "mailsift-out",
+    excel: bool = False,
     db: str = "",
     retry_unknown_after_minutes: Annotated[int, Field(ge=0)] = DEFAULTS.retry_unknown_after_minutes,
     max_unknown_share: Annotated[float, Field(ge=0.0, le=1.0)] = DEFAULTS.max_unknown_share,
@@ -72,7 +74,11 @@ def verify_crm_exports(
         sources: Files, globs or http(s) URLs of CRM exports (CSV, TSV, XLSX, JSON, NDJSON, Parquet).
         email_column: The email column's name; leave empty to find it by header or content.
         max_age_days: Reuse warehouse results younger than this many days instead of checking again.
-        out_dir: Where valid.csv, risky.csv, invalid.csv, unknown.csv (and no_email.csv) and report.html go.
+        out_dir: Where valid.csv, risky.csv, invalid.csv, unknown.csv, no_email.csv,
+            results.parquet and report.html go (the exports replace the directory as a whole,
+            so it must be new or hold only mailsift's files).
+        excel: Write the CSVs as UTF-8 with a byte order mark, for Excel (also done when a
+            source had one).
         db: The DuckDB warehouse file; leave empty for MAILSIFT_DB, else ./mailsift.duckdb.
         retry_unknown_after_minutes: Check an 'unknown' result again once it is older than this.
         max_unknown_share: Quality gate: the largest share of 'unknown' results let out (0.2 = 20 %).
@@ -86,6 +92,10 @@ def verify_crm_exports(
             delivery: 4 waits, 5 attempts by default; what still fails waits for
             `mailsift webhooks retry`.
     """
+    try:
+        check_out_dir(out_dir)
+    except ConfigError as exc:  # before anything is read or written
+        return Failed(message=str(exc), data=exc)
     if (refused := refuse_bad_urls(sources, webhook_url)) is not None:
         return refused
     preload_gate()  # the quality gate at the end finds Great Expectations imported
@@ -109,7 +119,7 @@ def verify_crm_exports(
             try:
                 result, results = _run(wh, info, ctx, counters, sources, max_age_days,
                                        retry_unknown_after_minutes, max_unknown_share,
-                                       batch_size, out_dir)
+                                       batch_size, out_dir, excel)
                 if webhook_url:
                     result["webhooks"] = push_webhooks(
                         wh, run_id, webhook_url, webhook_secret_env, webhook_retry_waits_minutes, results,
@@ -124,7 +134,7 @@ def verify_crm_exports(
 
 def _run(wh: Warehouse, info: dict[str, Any], ctx: RunContext, counters: RunCounters,
          sources: list[str], max_age_days: int, retry_unknown_after_minutes: int,
-         max_unknown_share: float, batch_size: int, out_dir: str
+         max_unknown_share: float, batch_size: int, out_dir: str, excel: bool
          ) -> tuple[dict[str, Any], pl.DataFrame]:
     """Load, verify, gate and export; returns the summary and the run's results."""
     run_id, work_dir = ctx.run_id, ctx.work_dir
@@ -155,7 +165,7 @@ def _run(wh: Warehouse, info: dict[str, Any], ctx: RunContext, counters: RunCoun
                         max_unknown_share=max_unknown_share, max_age_days=max_age_days)
     counters.timings["gate_s"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
-    exported = write_exports(info["rows"], results_path, out_dir, return_state=True)
+    exported = write_exports(info["rows"], results_path, out_dir, excel, return_state=True)
     if exported.is_failed():  # a full disk: the ResourceError it carries, one line
         raise exported.result(raise_on_failure=False)
     exports = exported.result()

@@ -52,6 +52,18 @@ def _mount_service() -> None:
 
 _mount_service()
 
+
+OutOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        help="Directory for valid/risky/invalid/unknown/no_email.csv and results.parquet; "
+        "replaced as a whole by each run, so it must be new or hold only mailsift's exports.",
+    ),
+]
+ExcelOpt = Annotated[
+    bool, typer.Option("--excel", help="CSVs in UTF-8 with a byte order mark, for Excel.")
+]
 DbOpt = Annotated[Optional[Path], typer.Option("--db", help="DuckDB warehouse [env MAILSIFT_DB, default ./mailsift.duckdb].")]
 WebhookUrlOpt = Annotated[Optional[str], typer.Option("--webhook-url", help="POST the results here, signed.")]
 WebhookSecretOpt = Annotated[
@@ -173,7 +185,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
 def run(
     sources: Annotated[list[str], typer.Argument(help="CRM exports: files, globs or http(s) URLs.")],
     db: DbOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="Directory for the per-status CSVs.")] = Path("mailsift-out"),
+    out: OutOpt = Path("mailsift-out"),
+    excel: ExcelOpt = False,
     email_column: Annotated[Optional[str], typer.Option("--email-column", help="The email column's name.")] = None,
     max_age_days: Annotated[int, typer.Option("--max-age-days", min=0, help="Reuse results younger than this.")] = DEFAULTS.max_age_days,
     max_unknown_share: Annotated[float, typer.Option("--max-unknown-share", min=0.0, max=1.0)] = DEFAULTS.max_unknown_share,
@@ -191,6 +204,7 @@ def run(
     sources = [_by_reference(s) or s for s in sources]
     webhook_url = _by_reference(webhook_url)
     _precheck_sources(sources, email_column)
+    _precheck_out(out)
     from flows.scale_out import (
         verify_crm_exports_scaled as verify_crm_exports,  # MAILSIFT_DASK_SCHEDULER
     )
@@ -200,6 +214,7 @@ def run(
         email_column=email_column or "",
         max_age_days=max_age_days,
         out_dir=str(out),
+        excel=excel,
         db=str(settings.db),
         max_unknown_share=max_unknown_share,
         backend=settings.backend,
@@ -210,6 +225,18 @@ def run(
         return_state=True,
     )
     _finish(state)
+
+
+def _precheck_out(out: Path) -> None:
+    """The export directory is replaced as a whole: refuse one holding other files now,
+    not after the run."""
+    from mailsift.errors import ConfigError
+    from tasks.export import check_out_dir
+
+    try:
+        check_out_dir(out)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
 
 
 def _precheck_sources(sources: list[str], email_column: str | None) -> None:

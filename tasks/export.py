@@ -1,62 +1,177 @@
-"""Write the verified rows back out, one CSV per status, original columns kept.
+"""Write the verified rows back out: one CSV per status plus one Parquet file, original
+columns kept, safe to open in a spreadsheet, replaced all together.
 
 Files under the output directory (all written on every run, header-only when empty):
 
 ``valid.csv`` ``risky.csv`` ``invalid.csv`` ``unknown.csv``
     every source row whose address got that status;
 ``no_email.csv``
-    every source row without any email (its result columns are empty).
+    every source row without any email (its result columns are empty);
+``results.parquet``
+    every source row of the five CSVs in one file, for data tools (typed: ``score`` is a
+    double, ``verified_at`` a UTC timestamp, no formula neutralization).
 
-All five share one header: the source's original columns in their original order (the
-union, in first-seen order, when several sources differ), then ``status``, ``score``,
-``reason``, ``suggestion``, ``verified_at`` (ISO 8601 UTC). When an original column already
-carries one of those five names (case-insensitive), all five get a ``mailsift_`` prefix.
-Rows are never dropped: the files together hold every input row exactly once, in input
-order. A row whose address has no result is written to ``unknown.csv`` with reason
+All share one header: the source's original columns in their original order (the union,
+in first-seen order, when several sources differ), then :data:`RESULT_COLUMNS`:
+``email_normalized`` (the address that was verified: trimmed, ``Name <addr>`` and
+``mailto:`` removed, lower-cased, IDN domain as A-label), ``status``, ``score``,
+``reason``, ``suggestion``, ``verified_at`` (ISO 8601 UTC). When an original column
+already carries one of those names (case-insensitive), all of them get a ``mailsift_``
+prefix. Rows are never dropped: the CSVs together hold every input row exactly once, in
+input order. A row whose address has no result is written to ``unknown.csv`` with reason
 ``not_verified``.
+
+Spreadsheet safety (OWASP "CSV Injection"): in the CSVs, every text cell that starts with
+``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'``, so Excel,
+LibreOffice and Google Sheets show it as text instead of running it as a formula. This
+applies to every column, the email column and ``email_normalized`` included.
+
+Encoding: UTF-8; with a byte order mark when ``excel=True`` or when a (local) source
+file started with one, so Excel reads accented names right.
+
+The directory is replaced as a whole: everything is written into a sibling directory,
+which then takes the output directory's place (an atomic exchange where the filesystem
+offers it), so ``out_dir`` always holds one run's complete exports, never a mix of two.
+For that reason ``out_dir`` must be new, empty or hold only mailsift's exports; anything
+else in it is refused (:class:`ConfigError`) before a byte is written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
+import shutil
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import polars as pl
 
+from mailsift.errors import ConfigError
 from mailsift.result import STATUSES
 from tasks.normalize import KEY, normalize
 
-__all__ = ["NOT_VERIFIED", "OUTPUT_FILES", "RESULT_COLUMNS", "export_by_status"]
+__all__ = [
+    "EXPORT_FILES",
+    "FORMULA_PREFIXES",
+    "NOT_VERIFIED",
+    "OUTPUT_FILES",
+    "PARQUET_FILE",
+    "RESULT_COLUMNS",
+    "RUN_FILES",
+    "check_out_dir",
+    "export_by_status",
+    "neutralize_formulas",
+    "sources_have_bom",
+]
 
-RESULT_COLUMNS: tuple[str, ...] = ("status", "score", "reason", "suggestion", "verified_at")
+RESULT_COLUMNS: tuple[str, ...] = (
+    "email_normalized",
+    "status",
+    "score",
+    "reason",
+    "suggestion",
+    "verified_at",
+)
 OUTPUT_FILES: tuple[str, ...] = (*STATUSES, "no_email")
+PARQUET_FILE = "results.parquet"
+#: Every file name the export writes under the output directory.
+EXPORT_FILES: tuple[str, ...] = (*(f"{name}.csv" for name in OUTPUT_FILES), PARQUET_FILE)
+#: Files a run writes there after the exports (the flow's list-health report): allowed in
+#: the directory, and replaced with it.
+RUN_FILES: tuple[str, ...] = ("report.html",)
 #: Reason written for a row whose address has no verification result.
 NOT_VERIFIED = "not_verified"
+#: OWASP's list: a cell starting with one of these is a formula to a spreadsheet.
+FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 
+_FORMULA_START = r"^[=+\-@\t\r]"
 _RESULT_KEY = "__ms_result_key"
+_BUCKET = "__ms_bucket"
+_TMP_MARK = ".mailsift-tmp-"
+_OLD_MARK = ".mailsift-old-"
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 
 
-def export_by_status(rows: pl.DataFrame, results: pl.DataFrame, out_dir: Path) -> dict[str, Path]:
-    """Write ``valid.csv``, ``risky.csv``, ``invalid.csv``, ``unknown.csv`` and
-    ``no_email.csv`` under ``out_dir``; return ``{"valid": path, ..., "no_email": path}``.
+def neutralize_formulas(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every text column with a ``'`` before cells that start with a formula character
+    (:data:`FORMULA_PREFIXES`)."""
+    return frame.with_columns(
+        pl.when(pl.col(name).str.contains(_FORMULA_START))
+        .then(pl.lit("'") + pl.col(name))
+        .otherwise(pl.col(name))
+        .alias(name)
+        for name, dtype in frame.schema.items()
+        if dtype == pl.String
+    )
+
+
+def sources_have_bom(sources: Iterable[str]) -> bool:
+    """True when a local source file starts with a Unicode byte order mark (URLs and
+    missing files count as no)."""
+    for source in sources:
+        if "://" in source:
+            continue
+        try:
+            with open(source, "rb") as fh:
+                head = fh.read(4)
+        except OSError:
+            continue
+        if head.startswith(_BOMS):
+            return True
+    return False
+
+
+def check_out_dir(out_dir: Path | str) -> Path:
+    """The output directory, resolved; raise :class:`ConfigError` when it exists and
+    holds anything but mailsift's exports (or is not a directory)."""
+    out = Path(out_dir).resolve()
+    if out == Path(out.anchor) or out == Path.cwd().resolve() or out in Path.cwd().resolve().parents:
+        raise ConfigError(
+            f"--out {out_dir}: the exports replace their directory as a whole; "
+            "give a directory of their own (e.g. mailsift-out)"
+        )
+    if out.exists() or out.is_symlink():
+        if not out.is_dir() or out.is_symlink():
+            raise ConfigError(f"--out {out_dir} exists and is not a directory")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in (*EXPORT_FILES, *RUN_FILES))
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise ConfigError(
+                f"--out {out_dir} holds files mailsift did not write ({shown}); the exports "
+                "replace the directory as a whole, so give a new or mailsift-only directory"
+            )
+    return out
+
+
+def export_by_status(
+    rows: pl.DataFrame,
+    results: pl.DataFrame,
+    out_dir: Path,
+    *,
+    excel: bool = False,
+) -> dict[str, Path]:
+    """Write the five CSVs and ``results.parquet`` under ``out_dir``, replacing the
+    directory as a whole; return ``{"valid": path, ..., "no_email": path, "parquet": path}``.
 
     ``rows``: the source rows (original columns plus ``__ms_*``; ``__ms_key`` is computed
-    when missing). ``results``: one row per address with ``status``, ``score``, ``reason``,
-    ``suggestion``, ``verified_at``, keyed by ``__ms_key`` or ``key`` when present, else by
-    ``email`` compared lower-cased (the ``email`` of :func:`tasks.normalize.dedupe`).
-    Each file is written to a temporary file in ``out_dir`` and renamed into place only
-    once all five are complete, so a crash never leaves a half-written file.
+    when missing). ``results``: one row per address with ``status``, ``score``,
+    ``reason``, ``suggestion``, ``verified_at``, keyed by ``__ms_key`` or ``key`` when
+    present, else by ``email`` compared lower-cased (the ``email`` of
+    :func:`tasks.normalize.dedupe`). ``excel``: UTF-8 with a byte order mark (also chosen
+    when a local source had one).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out = check_out_dir(out_dir)
     if KEY not in rows.columns:
         rows = normalize(rows)
     originals = [c for c in rows.columns if not c.startswith("__ms_")]
     taken = {c.casefold() for c in originals}
     prefix = "mailsift_" if any(name in taken for name in RESULT_COLUMNS) else ""
     out_names = {name: f"{prefix}{name}" for name in RESULT_COLUMNS}
+    sources = rows.get_column("__ms_source").unique().to_list() if "__ms_source" in rows.columns else []
+    bom = excel or sources_have_bom(s for s in sources if s)
 
     joined = rows.select([*originals, KEY]).join(
         _prepared_results(results),
@@ -68,6 +183,7 @@ def export_by_status(rows: pl.DataFrame, results: pl.DataFrame, out_dir: Path) -
     has_email = pl.col(KEY).is_not_null()
     missing = has_email & pl.col("status").is_null()
     joined = joined.with_columns(
+        pl.col(KEY).alias("email_normalized"),
         pl.when(missing).then(pl.lit("unknown")).otherwise(pl.col("status")).alias("status"),
         pl.when(missing).then(pl.lit(NOT_VERIFIED)).otherwise(pl.col("reason")).alias("reason"),
     )
@@ -78,17 +194,20 @@ def export_by_status(rows: pl.DataFrame, results: pl.DataFrame, out_dir: Path) -
         .then(pl.col("status"))
         .otherwise(pl.lit("unknown"))
     )
-    joined = joined.with_columns(bucket.alias("__ms_bucket"))
+    joined = joined.with_columns(bucket.alias(_BUCKET))
     columns = [*originals, *(pl.col(n).alias(out_names[n]) for n in RESULT_COLUMNS)]
-
+    typed = joined.select([*columns, _BUCKET])
+    text = neutralize_formulas(
+        typed.with_columns(_iso_utc(out_names["verified_at"], typed.schema[out_names["verified_at"]]))
+    )
     frames = {
-        name: joined.filter(pl.col("__ms_bucket") == name).select(columns) for name in OUTPUT_FILES
+        name: text.filter(pl.col(_BUCKET) == name).drop(_BUCKET) for name in OUTPUT_FILES
     }
-    return _write_all(frames, out_dir)
+    return _replace_dir(out, frames, typed.drop(_BUCKET), bom=bom)
 
 
 def _prepared_results(results: pl.DataFrame) -> pl.DataFrame:
-    """Results keyed for the join, one row per key (the last one wins), types for CSV."""
+    """Results keyed for the join, one row per key (the last one wins), typed."""
     if "__ms_key" in results.columns:
         key = pl.col("__ms_key")
     elif "key" in results.columns:
@@ -101,11 +220,12 @@ def _prepared_results(results: pl.DataFrame) -> pl.DataFrame:
     if missing:
         raise ValueError(f"results lack columns: {', '.join(missing)}")
     exprs = [key.cast(pl.String).alias(_RESULT_KEY)]
-    for name in RESULT_COLUMNS:
+    for name in RESULT_COLUMNS[1:]:
         if name not in results.columns:
-            exprs.append(pl.lit(None, dtype=pl.String).alias(name))
+            dtype = pl.Datetime("us", "UTC") if name == "verified_at" else pl.String
+            exprs.append(pl.lit(None, dtype=dtype).alias(name))
         elif name == "verified_at":
-            exprs.append(_iso_utc(results.schema[name]).alias(name))
+            exprs.append(_utc_timestamp(results.schema[name]).alias(name))
         elif name == "score":
             exprs.append(pl.col(name).cast(pl.Float64, strict=False))
         else:
@@ -117,34 +237,121 @@ def _prepared_results(results: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _iso_utc(dtype: pl.DataType) -> pl.Expr:
+def _utc_timestamp(dtype: pl.DataType) -> pl.Expr:
+    """``verified_at`` as a UTC timestamp (naive values are taken as UTC)."""
     column = pl.col("verified_at")
     if isinstance(dtype, pl.Datetime):
-        if dtype.time_zone is not None:
-            column = column.dt.convert_time_zone("UTC")
-        return column.dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return column.cast(pl.String)
+        if dtype.time_zone is None:
+            return column.dt.replace_time_zone("UTC")
+        return column.dt.convert_time_zone("UTC")
+    return column.cast(pl.String).str.to_datetime(time_zone="UTC", strict=False)
 
 
-def _write_all(frames: dict[str, pl.DataFrame], out_dir: Path) -> dict[str, Path]:
-    temps: dict[str, Path] = {}
+def _iso_utc(name: str, dtype: pl.DataType) -> pl.Expr:
+    column = pl.col(name)
+    if isinstance(dtype, pl.Datetime):
+        return column.dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias(name)
+    return column.cast(pl.String).alias(name)
+
+
+# ------------------------------------------------------------------- directory swap
+
+
+def _replace_dir(
+    out: Path, frames: dict[str, pl.DataFrame], everything: pl.DataFrame, *, bom: bool
+) -> dict[str, Path]:
+    """Write into a sibling directory, fsync, then put it in ``out``'s place."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_leftovers(out)
+    staging = out.parent / f".{out.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    staging.mkdir(mode=0o755)
     try:
         for name, frame in frames.items():
-            # Not mkstemp: its 0600 mode would stick to the output; "x" still never
-            # clobbers another writer's file.
-            tmp = out_dir / f".{name}.csv.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
-            temps[name] = tmp
-            with tmp.open("xb") as fh:
-                frame.write_csv(fh)
+            with (staging / f"{name}.csv").open("xb") as fh:
+                frame.write_csv(fh, include_bom=bom)
                 fh.flush()
                 os.fsync(fh.fileno())
-        paths: dict[str, Path] = {}
-        for name, tmp in temps.items():
-            target = out_dir / f"{name}.csv"
-            os.replace(tmp, target)
-            paths[name] = target
-        return paths
+        with (staging / PARQUET_FILE).open("xb") as fh:
+            everything.write_parquet(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(staging)
+        _swap_into_place(staging, out)
     finally:
-        for tmp in temps.values():
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        shutil.rmtree(staging, ignore_errors=True)
+    paths = {name: out / f"{name}.csv" for name in frames}
+    paths["parquet"] = out / PARQUET_FILE
+    return paths
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    """``staging`` becomes ``out``; the previous ``out`` (if any) ends up in ``staging``
+    (removed by the caller). Linux's ``renameat2(RENAME_EXCHANGE)`` swaps the two in one
+    step; elsewhere the old directory is renamed aside first (a crash between the two
+    renames leaves it beside ``out``, and the next export puts it back)."""
+    if not out.exists():
+        os.rename(staging, out)
+    elif not _exchange(staging, out):
+        aside = out.parent / f".{out.name}{_OLD_MARK}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        os.rename(out, aside)
+        os.rename(staging, out)
+        os.rename(aside, staging)
+    _fsync_dir(out.parent)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths (Linux renameat2); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _sweep_leftovers(out: Path) -> None:
+    """Remove what a killed export left beside ``out``; put back an old directory that a
+    crash left renamed aside with no ``out`` in its place."""
+    for path in out.parent.glob(f".{out.name}.mailsift-*"):
+        name = path.name[len(out.name) + 1 :]
+        mark = _TMP_MARK if name.startswith(_TMP_MARK) else _OLD_MARK if name.startswith(_OLD_MARK) else None
+        if mark is None:
+            continue
+        pid = name[len(mark) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue  # another export is writing right now
+        if mark == _OLD_MARK and not out.exists():
+            # a crash between the two renames: the previous exports go back in place
+            with contextlib.suppress(OSError):
+                os.rename(path, out)
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -114,14 +114,16 @@ def verify_batch(
 
 
 @task(name="export", cache_policy=NO_CACHE)
-def write_exports(rows_path: str, results_path: str, out_dir: str) -> Any:
-    """Write valid/risky/invalid/unknown CSVs (every source row, original columns).
+def write_exports(rows_path: str, results_path: str, out_dir: str, excel: bool = False) -> Any:
+    """Write valid/risky/invalid/unknown/no_email CSVs and results.parquet (every source
+    row, original columns, formulas neutralized), replacing ``out_dir`` as a whole.
 
     A full disk or an unwritable ``out_dir`` is a Failed state carrying a
-    :class:`~mailsift.errors.ResourceError` (one line, no traceback in the logs)."""
+    :class:`~mailsift.errors.ResourceError` (one line, no traceback in the logs); the
+    previous exports stay whole."""
     try:
         paths = export.export_by_status(
-            pl.read_parquet(rows_path), pl.read_parquet(results_path), Path(out_dir)
+            pl.read_parquet(rows_path), pl.read_parquet(results_path), Path(out_dir), excel=excel
         )
     except (OSError, MemoryError) as exc:
         error = resource_error(exc)
