@@ -1,4 +1,5 @@
-"""The pipeline's commands: ``run``, ``reverify``, ``gate``, ``report``, ``demo``, ``webhooks retry``,
+"""The pipeline's commands: ``run``, ``reverify``, ``gate``, ``report``, ``demo``, ``sql``,
+``webhooks retry``,
 and the HTTP service's ``serve`` and ``keys`` (from :mod:`service.cli`).
 
 Mounted on the ``mailsift`` command by :class:`mailsift.cli.MailsiftGroup` (which imports
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 
@@ -414,6 +415,27 @@ def demo(
             typer.echo("\n" + DEMO_SQL.format(db=db))
             raise typer.Exit(EXIT_OK)
         _finish(state)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One SQL statement, e.g. \"SELECT status, count(*) FROM latest_verifications GROUP BY ALL\".")],
+    db: DbOpt = None,
+    fmt: Annotated[
+        Literal["table", "csv", "json"], typer.Option("--format", help="table (rich), csv or json (array of objects).")
+    ] = "table",
+    max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows the table shows (csv and json print all).")] = 1000,
+) -> None:
+    """Query the warehouse read-only (nothing in it can change). Exit 0, or 2 with one line."""
+    from mailsift.errors import WarehouseError
+    from pipeline.sql import print_result, run_query
+
+    settings = settings_from_flags(db=db)
+    try:
+        frame = run_query(settings.db, query)
+    except WarehouseError as exc:
+        raise fail(str(exc)) from None
+    print_result(frame, fmt, max_rows=max_rows)
 
 
 @webhooks_app.command("retry")

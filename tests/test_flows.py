@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pytest
 
 from flows.summary import md_text
@@ -43,7 +44,7 @@ def sql(db: Path, query: str):
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8", newline="") as fh:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -94,7 +95,9 @@ def test_run_twice_second_run_reuses_the_warehouse(crm_world: World, tmp_path: P
     assert sum(len(rows) for rows in by_file.values()) == len(emails)  # every source row kept
     assert {r["Work Email"] for r in by_file["invalid"]} >= {"nobody@acme.test", "a@gone.test", "not an email"}
     assert list(by_file["valid"][0])[:4] == HEADER  # original columns first, in order
-    assert {"status", "score", "reason", "suggestion", "verified_at"} <= set(by_file["valid"][0])
+    assert {"email_normalized", "status", "score", "reason", "suggestion", "verified_at"} <= set(by_file["valid"][0])
+    assert out.joinpath("valid.csv").read_bytes().startswith(b"\xef\xbb\xbf")  # the source had a BOM
+    assert pl.read_parquet(out / "results.parquet").height == len(emails)
     assert any("\n" in r["Notes"] for rows in by_file.values() for r in rows)
 
     # the run's artifact, in percent and words, says what was read and where everything went

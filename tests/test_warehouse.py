@@ -40,7 +40,7 @@ TABLES = {
     "webhook_deliveries",
     "api_keys",
 }
-VIEWS = {"latest_verifications", "stale_contacts"}
+VIEWS = {"latest_verifications", "latest_contact_sources", "stale_contacts"}
 SCORES = {"valid": 0.9, "invalid": 0.1, "risky": 0.5, "unknown": 0.4}
 REASONS = {
     "valid": "accepted",
@@ -501,6 +501,29 @@ def test_fresh_results_for_many_emails_join_not_list(wh: Warehouse) -> None:
 
 
 # ---------------------------------------------------------------- contacts and staleness
+
+
+def test_latest_contact_sources_has_each_source_row_once(wh: Warehouse) -> None:
+    """contact_sources keeps every run's rows; the view keeps the newest load of each
+    source, so a file loaded by three runs counts once, and a source not reloaded stays."""
+    t0, t1, t2 = NOW - timedelta(days=2), NOW - timedelta(days=1), NOW
+    a_then = contact_rows("crm_a.csv", ["old@acme.test", "jane@acme.test"])
+    a_now = contact_rows("crm_a.csv", ["jane@acme.test", "bob@acme.test", None])
+    wh.upsert_contacts(a_then, run_id="r0", seen_at=t0)
+    wh.upsert_contacts(contact_rows("crm_b.csv", ["zoe@beta.test"]), run_id="r1", seen_at=t1)
+    wh.upsert_contacts(a_now, run_id="r2", seen_at=t2)
+    wh.upsert_contacts(a_now, run_id="r3", seen_at=t2)  # same instant: the greater run id
+    assert wh.query("SELECT count(*) FROM contact_sources").item() == 9
+    rows = wh.query(
+        "SELECT run_id, source, row_number, email FROM latest_contact_sources "
+        "ORDER BY source, row_number"
+    ).rows()
+    assert rows == [
+        ("r3", "crm_a.csv", 1, "jane@acme.test"),
+        ("r3", "crm_a.csv", 2, "bob@acme.test"),
+        ("r3", "crm_a.csv", 3, None),
+        ("r1", "crm_b.csv", 1, "zoe@beta.test"),
+    ]
 
 
 def test_upsert_contacts_merges_sources_and_keeps_first_seen(wh: Warehouse) -> None:

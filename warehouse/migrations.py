@@ -81,10 +81,17 @@ def _api_keys(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(statement)
 
 
+def _latest_contact_sources(con: duckdb.DuckDBPyConnection) -> None:
+    """The view of each source's newest rows (already there on a fresh database: 002)."""
+    for statement in schema.view_ddl("latest_contact_sources"):
+        con.execute(statement)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _initial),
     Migration(2, "views", _views),
     Migration(3, "api_keys", _api_keys),
+    Migration(4, "latest_contact_sources", _latest_contact_sources),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

@@ -274,6 +274,14 @@ def newest_verifications_sql(
 VIEWS: dict[str, str] = {
     # One row per email: its newest verification.
     "latest_verifications": newest_verifications_sql(),
+    # One row per source row as of the newest load of its source: contact_sources keeps
+    # every run's rows, so a source loaded twice appears twice there, once here. Ties on
+    # loaded_at go to the greater run_id.
+    "latest_contact_sources": """
+        SELECT run_id, source, row_number, record_id, email, loaded_at
+        FROM contact_sources
+        QUALIFY dense_rank() OVER (PARTITION BY source ORDER BY loaded_at DESC, run_id DESC) = 1
+    """,
     # One row per contact whose newest verification is older than the default
     # max_age_days (30), and per contact never verified at all (last_verified_at and
     # last_status NULL): both need a check. now() is the start of the querying
@@ -288,6 +296,10 @@ VIEWS: dict[str, str] = {
 }
 
 _VIEW_COMMENTS: dict[str, str] = {
+    "latest_contact_sources": (
+        "One row per source row as of the newest load of its source "
+        "(contact_sources has one per source row per run)."
+    ),
     "latest_verifications": "One row per email: its newest verification.",
     "stale_contacts": (
         f"One row per contact whose newest verification is older than {DEFAULTS.max_age_days} days "
