@@ -1,5 +1,5 @@
-"""Regenerate examples/crm_export.csv: a messy CRM export whose domains live in the demo
-world (mailsift.testing.demo). Deterministic: `python examples/generate_crm_export.py`."""
+"""Regenerate mailsift/testing/data/crm_export.csv (package data: ``mailsift demo`` reads it):
+a messy CRM export whose domains live in the demo world (mailsift.testing.demo). Deterministic: `python examples/generate_crm_export.py`."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def main() -> None:
         rows.append({"Record ID": str(record), "First Name": "?", "Last Name": "?",
                      "E-mail Address": bad, "Company": "", "Lifecycle Stage": "Lead", "Notes": "imported"})
     rng.shuffle(rows)
-    path = Path(__file__).with_name("crm_export.csv")
+    path = Path(__file__).resolve().parents[1] / "mailsift" / "testing" / "data" / "crm_export.csv"
     with path.open("w", encoding="utf-8-sig", newline="") as fh:  # Excel-style: BOM + CRLF
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -359,28 +359,34 @@ def report(
     raise typer.Exit(EXIT_OK)
 
 
-DEMO_SQL = """\
-Try next (duckdb {db}, or python -c "import duckdb; print(duckdb.sql('...'))"):
+#: The demo's "try next": (title, SQL) pairs, printed as ``mailsift sql`` commands. Each one
+#: runs in tests/test_sql.py against the demo's warehouse.
+DEMO_RECIPES: tuple[tuple[str, str], ...] = (
+    (
+        "counts by status and reason",
+        "SELECT status, reason, count(*) AS n FROM latest_verifications GROUP BY ALL ORDER BY n DESC",
+    ),
+    (
+        "the risky rows of the demo's export, with their CRM record ids",
+        "SELECT s.record_id, v.email, v.reason, v.score FROM latest_contact_sources s "
+        "JOIN latest_verifications v USING (email) "
+        "WHERE s.source LIKE '%crm_export.csv' AND v.status = 'risky' ORDER BY s.row_number",
+    ),
+)
 
-  -- counts by status and reason
-  SELECT status, reason, count(*) AS n FROM latest_verifications GROUP BY ALL ORDER BY n DESC;
 
-  -- the risky addresses of one source file
-  SELECT v.email, v.reason, v.score FROM latest_verifications v
-  JOIN contact_sources s USING (email)
-  WHERE s.source LIKE '%crm_export.csv' AND v.status = 'risky';
+def demo_next_steps(db: Path) -> str:
+    """What the demo prints after its run: the recipes as commands, then a second run."""
+    import shlex
 
-  -- run it again: every address comes from the warehouse, no SMTP connection is made
-  mailsift demo
-"""
-
-
-def _find_example() -> Path:
-    here = Path(__file__).resolve().parents[1] / "examples" / "crm_export.csv"
-    for candidate in (Path("examples/crm_export.csv"), here):
-        if candidate.is_file():
-            return candidate
-    raise fail("examples/crm_export.csv not found: run mailsift demo from the repository root")
+    lines = ["Try next:", ""]
+    for title, query in DEMO_RECIPES:
+        lines += [f"  # {title}", f"  mailsift sql {shlex.quote(query)} --db {shlex.quote(str(db))}", ""]
+    lines += [
+        "  # run it again: every address comes from the warehouse, no SMTP connection is made",
+        "  mailsift demo",
+    ]
+    return "\n".join(lines)
 
 
 @app.command()
@@ -389,18 +395,20 @@ def demo(
     out: Annotated[Path, typer.Option("--out")] = Path("demo-output"),
     source: Annotated[Optional[Path], typer.Option("--source", help="Another export whose domains live in the demo world.")] = None,
 ) -> None:
-    """Run the real pipeline on examples/crm_export.csv against a simulated internet.
+    """Run the real pipeline on the demo's CRM export against a simulated internet.
 
     Port 25 is closed on most laptops and clouds, so the demo starts mailsift.testing's DNS
     and SMTP servers in-process (every verdict path is there) and leaves the warehouse and
-    the exports for you to query."""
+    the exports for you to query. The export and the world ship in the package: it runs
+    from any directory."""
     import os
 
     _pipeline_env()
-    from mailsift.testing.demo import DEMO_DOMAINS, populate_demo_world
+    _precheck_out(out)
+    from mailsift.testing.demo import DEMO_DOMAINS, demo_export, populate_demo_world
     from mailsift.testing.world import World
 
-    example = source or _find_example()
+    example = source or demo_export()
     with World() as world:
         populate_demo_world(world)
         os.environ.update(world.env())
@@ -412,7 +420,7 @@ def demo(
         state = verify_crm_exports(sources=[str(example)], out_dir=str(out), db=str(db), return_state=True)
         if state.is_completed():
             _print_summary(state.result())
-            typer.echo("\n" + DEMO_SQL.format(db=db))
+            typer.echo("\n" + demo_next_steps(db))
             raise typer.Exit(EXIT_OK)
         _finish(state)
 

@@ -360,7 +360,9 @@ def test_port_25_blocked_is_said_loudly_and_nothing_goes_out(world: World, tmp_p
 
 
 def test_demo_shows_every_verdict_path_and_reruns_from_the_warehouse(cli_env, tmp_path: Path) -> None:
-    example = Path(__file__).resolve().parents[1] / "examples" / "crm_export.csv"
+    from mailsift.testing.demo import demo_export
+
+    example = demo_export()
     args = ["demo", "--source", str(example), "--db", "demo.duckdb", "--out", "out"]
     first = mailsift(args, cli_env, tmp_path)
     assert first.returncode == 0, first.stderr

@@ -1,4 +1,5 @@
-"""The demo world: the domains of ``examples/crm_export.csv`` and what their mail does.
+"""The demo world: the domains of the demo's CRM export (:func:`demo_export`, package data
+``mailsift/testing/data/crm_export.csv``) and what their mail does.
 
 ``mailsift demo`` starts this world in-process and runs the real pipeline against it, so
 every verdict path shows up on a laptop whose port 25 is closed.
@@ -6,9 +7,12 @@ every verdict path shows up on a laptop whose port 25 is closed.
 
 from __future__ import annotations
 
+from importlib.resources import as_file, files
+from pathlib import Path
+
 from mailsift.testing.world import MxSpec, World
 
-__all__ = ["DEMO_DOMAINS", "populate_demo_world", "demo_mailboxes"]
+__all__ = ["DEMO_DOMAINS", "demo_export", "demo_mailboxes", "populate_demo_world"]
 
 #: domain -> (what its mail does, in words), for the README and the demo's output.
 DEMO_DOMAINS: dict[str, str] = {
@@ -85,3 +89,11 @@ def populate_demo_world(world: World) -> World:
     world.add_domain("yahoo.com", "catch_all", mx_names=["mta5.am0.yahoodns.net"])
     # gone-startup.test, gmial.com: not in DNS at all (NXDOMAIN); mailinator.com: disposable
     return world
+
+
+def demo_export() -> Path:
+    """The demo's messy CRM export (259 rows: BOM, CRLF, ``Name <addr>``, ``mailto:``...),
+    shipped inside the package so ``mailsift demo`` works from any directory."""
+    resource = files("mailsift.testing").joinpath("data", "crm_export.csv")
+    with as_file(resource) as path:  # a real file for a normal install (wheel or checkout)
+        return Path(path)
