@@ -5,7 +5,7 @@
 What it does, with the real flows against the demo's simulated internet
 (``mailsift.testing.demo``):
 
-1. verify ``examples/crm_export.csv`` (as ``mailsift demo`` does);
+1. verify the demo's CRM export (``mailsift/testing/data/crm_export.csv``, as ``mailsift demo`` does);
 2. age every result by 31 days, as if a month had passed, in which two people left
    acme-corp.test and umbrella.test stopped greylisting;
 3. run the daily re-verification (``reverify_stale``), which writes the report;
@@ -37,7 +37,7 @@ def main(png: Path = ROOT / "docs" / "report.png") -> None:
         os.environ.setdefault(key, value)
     from flows.reverify_stale import reverify_stale
     from flows.verify_crm_exports import verify_crm_exports
-    from mailsift.testing.demo import populate_demo_world
+    from mailsift.testing.demo import demo_export, populate_demo_world
     from mailsift.testing.world import World
     from warehouse import Warehouse
 
@@ -49,7 +49,7 @@ def main(png: Path = ROOT / "docs" / "report.png") -> None:
         work = Path(tmp)
         os.chdir(work)  # paths in the page read as in the demo: relative
         (work / "examples").mkdir()
-        shutil.copy(ROOT / "examples" / "crm_export.csv", work / "examples")
+        shutil.copy(demo_export(), work / "examples")
         db = Path("mailsift-demo.duckdb")
         populate_demo_world(world)
         os.environ.update(world.env())
