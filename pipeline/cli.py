@@ -254,28 +254,66 @@ def _precheck_sources(sources: list[str], email_column: str | None) -> None:
         raise fail(str(exc)) from None
 
 
+def _listed(values: list[str] | None) -> list[str]:
+    """Repeated options and comma lists alike: ``--status invalid,unknown --status risky``."""
+    return [v.strip() for value in values or () for v in value.split(",") if v.strip()]
+
+
+Status = Literal["valid", "invalid", "risky", "unknown"]
+
+
 @app.command()
 def reverify(
     db: DbOpt = None,
-    older_than_days: Annotated[int, typer.Option("--older-than-days", min=0)] = DEFAULTS.max_age_days,
+    older_than_days: Annotated[
+        Optional[int],
+        typer.Option("--older-than-days", min=0, help="Re-check what was last verified this many days "
+                     "ago or longer; default 30, or 0 (any age) when a --status/--domain/--source/--email is given."),
+    ] = None,
+    status: Annotated[Optional[list[str]], typer.Option("--status", help="Only these newest verdicts (repeat or comma list).")] = None,
+    domain: Annotated[Optional[list[str]], typer.Option("--domain", help="Only addresses at these domains.")] = None,
+    source: Annotated[Optional[list[str]], typer.Option("--source", help="Only addresses these sources hold (full name or file name).")] = None,
+    email: Annotated[Optional[list[str]], typer.Option("--email", help="Only these addresses.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most this many, oldest first.")] = None,
+    max_age_days: Annotated[int, typer.Option("--max-age-days", min=0, help="Quality gate: refuse results older than this.")] = DEFAULTS.max_age_days,
     max_unknown_share: Annotated[float, typer.Option("--max-unknown-share", min=0.0, max=1.0)] = DEFAULTS.max_unknown_share,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the re-checked addresses' exports here (as run's --out).")] = None,
+    excel: ExcelOpt = False,
     backend: BackendOpt = None,
     webhook_url: WebhookUrlOpt = None,
     webhook_secret_env: WebhookSecretOpt = None,
     webhook_format: WebhookFormatOpt = "batch",
 ) -> None:
-    """Re-verify every address whose newest check is older than --older-than-days."""
+    """Re-verify what is older than --older-than-days (or what the filters pick); print the
+    summary; with --out, export the results."""
+    from typing import get_args
+
     _pipeline_env()
     _check_webhook(webhook_url, webhook_secret_env)
+    statuses = [s.lower() for s in _listed(status)]
+    wrong = [s for s in statuses if s not in get_args(Status)]
+    if wrong:
+        raise fail(f"--status {', '.join(wrong)}: choose from {', '.join(get_args(Status))}")
+    domains, sources, emails = _listed(domain), _listed(source), _listed(email)
+    if older_than_days is None:
+        older_than_days = 0 if (statuses or domains or sources or emails) else DEFAULTS.max_age_days
     settings = settings_from_flags(backend=backend, db=db)
     _require_warehouse(settings.db)
     webhook_url = _by_reference(webhook_url)
+    if out is not None:
+        _precheck_out(out)
     from flows.scale_out import reverify_stale_scaled as reverify_stale  # MAILSIFT_DASK_SCHEDULER
 
     state = reverify_stale(
-        max_age_days=older_than_days,
+        older_than_days=older_than_days,
+        statuses=statuses,
+        domains=domains,
+        sources=sources,
+        emails=emails,
         limit=limit or 0,
+        max_age_days=max_age_days,
+        out_dir=str(out) if out is not None else "",
+        excel=excel,
         db=str(settings.db),
         max_unknown_share=max_unknown_share,
         backend=settings.backend,
@@ -304,8 +342,11 @@ def gate(
     max_age_days: Annotated[Optional[int], typer.Option("--max-age-days", min=0, help="Fail on results older than this (default: not checked).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     docs: Annotated[Optional[Path], typer.Option("--docs", help="Also build GX data docs into this directory.")] = None,
+    record: Annotated[bool, typer.Option("--record", help="Also add the verdict to quality_runs (the only write).")] = False,
 ) -> None:
-    """The CI step: validate latest_verifications. Exit 0 pass, 1 fail, 2 cannot run."""
+    """The CI step: validate latest_verifications, read-only. Exit 0 pass, 1 fail, 2 cannot run.
+
+    Nothing in the warehouse changes unless --record is given (then one quality_runs row)."""
     _pipeline_env()
     from mailsift.errors import WarehouseError
     from warehouse import Warehouse
@@ -319,16 +360,17 @@ def gate(
     from tasks.quality import GateConfig, render_table, run_gate
 
     report = run_gate(frame, GateConfig(max_unknown_share=max_unknown_share, max_age_days=max_age_days), docs_dir=docs)
-    try:
-        with Warehouse.open(settings.db, create=False) as wh:
-            wh.record_quality_run(
-                run_id=None, scope="warehouse", checked_at=report.checked_at, is_passed=report.is_passed,
-                n_rows=report.n_rows, unknown_share=report.unknown_share,
-                max_unknown_share=max_unknown_share,
-                failed_expectations=[r.name for r in report.failed], details=report.to_dict(),
-            )
-    except WarehouseError as exc:  # e.g. a read-only CI checkout: still report the verdict
-        typer.echo(f"mailsift: could not record the gate run: {exc}", err=True)
+    if record:
+        try:
+            with Warehouse.open(settings.db, create=False) as wh:
+                wh.record_quality_run(
+                    run_id=None, scope="warehouse", checked_at=report.checked_at,
+                    is_passed=report.is_passed, n_rows=report.n_rows,
+                    unknown_share=report.unknown_share, max_unknown_share=max_unknown_share,
+                    failed_expectations=[r.name for r in report.failed], details=report.to_dict(),
+                )
+        except WarehouseError as exc:  # e.g. a read-only file: still report the verdict
+            typer.echo(f"mailsift: could not record the gate run: {exc}", err=True)
     typer.echo(json.dumps(report.to_dict(), default=str) if as_json else render_table(report))
     raise typer.Exit(EXIT_OK if report.is_passed else EXIT_GATE_FAILED)
 

@@ -579,6 +579,26 @@ def test_upsert_contacts_takes_given_domain_and_numeric_record_ids(wh: Warehouse
         wh.upsert_contacts(rows.drop("row_number"), run_id="r")
 
 
+def test_stale_emails_narrowed_by_status_domain_source_and_email(wh: Warehouse) -> None:
+    """What `mailsift reverify --status/--domain/--source/--email` picks: the newest
+    verdict's status, the address's domain, the sources holding it now, the address."""
+    wh.upsert_contacts(contact_rows("/data/crm_a.csv", ["a@x.test", "b@x.test"]), run_id="r1")
+    wh.upsert_contacts(contact_rows("https://crm.test/b.csv", ["c@y.test"]), run_id="r2")
+    old = datetime.now(UTC) - timedelta(days=3)
+    append(wh, result("a@x.test", "invalid", old), result("b@x.test", "unknown", old),
+           result("c@y.test", "invalid", old), result("d@y.test", "valid", old))
+    append(wh, result("a@x.test", "valid", old + timedelta(hours=1)), run_id="r3")  # newest: valid
+    assert wh.stale_emails(max_age_days=0, statuses=["invalid"]) == ["c@y.test"]
+    assert wh.stale_emails(max_age_days=0, statuses=["Invalid", "UNKNOWN"]) == ["b@x.test", "c@y.test"]
+    assert wh.stale_emails(max_age_days=0, domains=["Y.test."]) == ["c@y.test", "d@y.test"]
+    assert wh.stale_emails(max_age_days=0, sources=["crm_a.csv"]) == ["b@x.test", "a@x.test"]
+    assert wh.stale_emails(max_age_days=0, sources=["https://crm.test/b.csv"]) == ["c@y.test"]
+    assert wh.stale_emails(max_age_days=0, sources=["a.csv"]) == []  # a whole file name only
+    assert wh.stale_emails(max_age_days=0, emails=["D@y.test", "zz@q.test"]) == ["d@y.test"]
+    assert wh.stale_emails(max_age_days=0, domains=["x.test"], statuses=["valid"]) == ["a@x.test"]
+    assert wh.stale_emails(max_age_days=5, statuses=["invalid"]) == []  # age still counts
+
+
 def test_stale_contacts_and_stale_emails_after_aging(wh: Warehouse) -> None:
     wh.upsert_contacts(
         contact_rows("crm.csv", ["a@x.test", "b@x.test", "c@x.test", "never@x.test"]),

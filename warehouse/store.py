@@ -478,14 +478,23 @@ class Warehouse:
         limit: int | None = None,
         now: datetime | str | None = None,
         include_never_verified: bool = False,
+        statuses: Sequence[str] = (),
+        domains: Sequence[str] = (),
+        sources: Sequence[str] = (),
+        emails: Sequence[str] = (),
     ) -> list[str]:
         """Emails whose newest verification is ``max_age_days`` old or older, oldest first
         (ties by email), at most ``limit`` of them.
 
-        Only age counts: an ``unknown`` younger than ``max_age_days`` is not stale (the
-        next run retries it through :meth:`fresh_results`' shorter window). With
+        Only age counts by default: an ``unknown`` younger than ``max_age_days`` is not
+        stale (the next run retries it through :meth:`fresh_results`' shorter window). With
         ``include_never_verified`` the contacts that have no verification at all come
         first (the ``stale_contacts`` view always includes them).
+
+        Narrowed further (each given list must match; values compared case-insensitively):
+        ``statuses`` of the newest verification, ``domains`` of the address, ``sources``
+        holding it now (``latest_contact_sources``; a source matches by its full text or
+        by its last path component, e.g. ``crm_export.csv``), and ``emails`` themselves.
         """
         if max_age_days < 0:
             raise ValueError("max_age_days must be >= 0")
@@ -500,19 +509,50 @@ class Warehouse:
             if include_never_verified
             else ""
         )
+        lists = {
+            "statuses": [s.strip().lower() for s in statuses],
+            "domains": [d.strip().lower().rstrip(".") for d in domains],
+            "sources": [s.strip() for s in sources],
+            "emails": [e.strip().lower() for e in emails],
+        }
+        filters = []
+        if lists["statuses"]:
+            filters.append("list_contains($statuses, l.status)")
+        if lists["domains"]:
+            filters.append("list_contains($domains, lower(regexp_extract(l.email, '@([^@]*)$', 1)))")
+        if lists["sources"]:
+            filters.append(
+                """EXISTS (
+                    SELECT 1 FROM latest_contact_sources AS s, unnest($sources) AS t(wanted)
+                    WHERE s.email = l.email
+                      AND (s.source = t.wanted OR ends_with(s.source, '/' || t.wanted))
+                )"""
+            )
+        if lists["emails"]:
+            filters.append("list_contains($emails, l.email)")
+        if filters:
+            selected = (
+                "SELECT l.email, l.verified_at AS last_verified_at FROM latest_verifications AS l "
+                "WHERE l.verified_at <= $cutoff AND " + " AND ".join(filters)
+            )
+            params = {k: v for k, v in lists.items() if v}
+        else:
+            selected = (
+                "SELECT email, max(verified_at) AS last_verified_at FROM verifications "
+                "GROUP BY email HAVING max(verified_at) <= $cutoff"
+            )
+            params = {}
         with self._using("stale_emails") as con:
             rows = con.execute(
                 f"""
                 SELECT email FROM (
-                    SELECT email, max(verified_at) AS last_verified_at
-                    FROM verifications GROUP BY email
-                    HAVING max(verified_at) <= $cutoff
+                    {selected}
                     {never}
                 )
                 ORDER BY last_verified_at ASC NULLS FIRST, email
                 LIMIT $limit
                 """,
-                {"cutoff": _utc(now) - timedelta(days=max_age_days), "limit": limit},
+                {"cutoff": _utc(now) - timedelta(days=max_age_days), "limit": limit, **params},
             ).fetchall()
         return [email for (email,) in rows]
 
@@ -530,6 +570,21 @@ class Warehouse:
                     )
                 )
                 return self._history(relation)
+
+    def source_rows(self, emails: Sequence[str] | pl.Series) -> pl.DataFrame:
+        """The source rows holding ``emails`` now (``latest_contact_sources``): columns
+        ``source``, ``row_number``, ``record_id``, ``email``, ordered by source and row;
+        an address no source holds gets one row with null source fields, at the end."""
+        with self._using("source_rows") as con:
+            with self._staged(con, "_mailsift_emails", _email_frame(emails)):
+                return con.sql(
+                    """
+                    SELECT s.source, s.row_number, s.record_id, e.email
+                    FROM _mailsift_emails AS e
+                    LEFT JOIN latest_contact_sources AS s ON s.email = e.email
+                    ORDER BY s.source NULLS LAST, s.row_number, e.email
+                    """
+                ).pl()
 
     def latest_pandas(self) -> pd.DataFrame:
         """``latest_verifications`` as a pandas frame (DuckDB ``.df()``), for the Great
