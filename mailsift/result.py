@@ -1,7 +1,7 @@
 """The verification contract: one result per address, the same from every backend.
 
-See DESIGN.md "The verification contract". Score bands: ``valid`` >= 0.7, ``risky`` and
-``unknown`` in [0.3, 0.7), ``invalid`` < 0.3.
+Documented in ``docs/contract.md`` (fields, every reason, score bands). Score bands:
+``valid`` >= 0.7, ``risky`` and ``unknown`` in [0.3, 0.7), ``invalid`` < 0.3.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Verdict and score: the layers' evidence turned into one contract result.
 
-Precedence (first match wins), following DESIGN.md "Verdicts, in brief":
+Precedence (first match wins), as ``docs/contract.md`` "Verdicts, in brief" states it:
 
 1. syntax (or a special-use domain)                         -> invalid
 2. disposable domain                                        -> invalid

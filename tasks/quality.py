@@ -2,7 +2,7 @@
 
 Pure: no Prefect here (the flow wraps :func:`run_gate` in a task, the CLI's ``mailsift gate``
 calls it over ``latest_verifications``). Great Expectations 1.x is imported inside
-:func:`run_gate` only: the import costs seconds (DESIGN.md "Known pitfalls"), so nothing
+:func:`run_gate` only: the import costs seconds (GX loads its whole expectation registry), so nothing
 else in mailsift pays for it. Its analytics are turned off before the import
 (``GX_ANALYTICS_ENABLED=false`` and ``analytics_enabled=False`` in the context config), the
 context is ephemeral (in-memory stores), and nothing is written to disk unless data docs
@@ -331,7 +331,7 @@ def _as_pandas(df: Any) -> pd.DataFrame:
     if isinstance(df, pd.DataFrame):
         return df
     if type(df).__module__.split(".")[0] == "polars" and hasattr(df, "to_pandas"):
-        return df.to_pandas()  # GX rejects polars frames (DESIGN.md "Known pitfalls")
+        return df.to_pandas()  # GX's pandas datasource takes pandas frames only
     raise TypeError(f"the quality gate takes a pandas (or polars) DataFrame, not {type(df)!r}")
 
 

@@ -3,8 +3,8 @@
 A batch is a few domains' addresses (see :func:`tasks.normalize.batches_by_domain`), so
 one SMTP connection checks many of them. Prefect runs several batches at once in worker
 threads; they all hand their batch to ONE engine per settings, running on ONE event loop
-in a background thread of this process. So the engine's limits are process-wide, as
-DESIGN.md asks ("concurrency is bounded globally and per domain"): four worker threads
+in a background thread of this process. So the engine's limits are process-wide
+(concurrency is bounded globally and per domain, as ethical probing asks): four worker threads
 do not make four times ``MAILSIFT_PER_DOMAIN_CONCURRENCY`` connections to gmail.com, and
 DNS answers and catch-all probes are cached across batches.
 """

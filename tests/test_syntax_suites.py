@@ -1,7 +1,7 @@
 """The public address-syntax suites (isemail, hapi/address) against ``parse_address``.
 
-Data: ``../shared/data/syntax/`` beside the repository (see its README for licences and
-columns). Every row is a test, id ``<suite>-<test id>``. Where mailsift decides a case
+Data: ``tests/data/syntax/`` (copied from the project's shared data; see its README for
+sources, licences and columns). Every row is a test, id ``<suite>-<test id>``. Where mailsift decides a case
 differently *on purpose*, the case is listed in :data:`DIFFERENCES` with the reason; the
 test then asserts that it really differs, so the list cannot rot. Every other row must
 match the suite's verdict.
@@ -23,7 +23,7 @@ import pytest
 
 from mailsift.syntax import Address, SyntaxProblem, parse_address
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "syntax"
+DATA_DIR = Path(__file__).resolve().parent / "data" / "syntax"
 ISEMAIL = DATA_DIR / "isemail_tests.jsonl"
 HAPI = DATA_DIR / "hapi_address_email_tests.jsonl"
 
@@ -172,7 +172,7 @@ def _verdict(case: Case) -> tuple[bool, Address | SyntaxProblem]:
 
 
 def test_suites_are_present() -> None:
-    assert DATA_DIR.is_dir(), f"syntax suites not found at {DATA_DIR} (../shared beside the repo)"
+    assert DATA_DIR.is_dir(), f"syntax suites not found at {DATA_DIR}"
     counts = Counter(case.id.split("-", 1)[0] for case in CASES)
     assert counts == {"isemail": 443, "hapi": 248}
     assert len({case.id for case in CASES}) == len(CASES), "case ids must be unique"

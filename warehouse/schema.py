@@ -1,6 +1,6 @@
 """The warehouse tables, defined once with SQLAlchemy Core, and their DDL for DuckDB.
 
-Users query these names with SQL, so they are a contract (DESIGN.md "The warehouse").
+Users query these names with SQL, so they are a contract (``docs/warehouse.md``).
 Every table states its grain ("one row per ...") in its comment, which DuckDB keeps:
 ``SELECT table_name, comment FROM duckdb_tables()``.
 
