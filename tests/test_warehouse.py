@@ -524,6 +524,14 @@ def test_latest_contact_sources_has_each_source_row_once(wh: Warehouse) -> None:
         ("r3", "crm_a.csv", 3, None),
         ("r1", "crm_b.csv", 1, "zoe@beta.test"),
     ]
+    # what `mailsift reverify --out` exports: the rows holding each address now
+    held = wh.source_rows(["zoe@beta.test", "jane@acme.test", "old@acme.test", "new@x.test"])
+    assert held.rows() == [
+        ("crm_a.csv", 1, "crm-0", "jane@acme.test"),
+        ("crm_b.csv", 1, "crm-0", "zoe@beta.test"),
+        (None, None, None, "new@x.test"),
+        (None, None, None, "old@acme.test"),  # crm_a.csv no longer holds it
+    ]
 
 
 def test_upsert_contacts_merges_sources_and_keeps_first_seen(wh: Warehouse) -> None:

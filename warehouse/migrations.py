@@ -83,7 +83,7 @@ def _api_keys(con: duckdb.DuckDBPyConnection) -> None:
 
 def _latest_contact_sources(con: duckdb.DuckDBPyConnection) -> None:
     """The view of each source's newest rows (already there on a fresh database: 002)."""
-    for statement in schema.view_ddl("latest_contact_sources"):
+    for statement in schema.view_ddl("latest_contact_sources", dialect=dialect_of(con)):
         con.execute(statement)
 
 

@@ -497,11 +497,23 @@ class PostgresWarehouse(Warehouse):
         limit: int | None = None,
         now: datetime | str | None = None,
         include_never_verified: bool = False,
+        statuses: Sequence[str] = (),
+        domains: Sequence[str] = (),
+        sources: Sequence[str] = (),
+        emails: Sequence[str] = (),
     ) -> list[str]:
         if max_age_days < 0:
             raise ValueError("max_age_days must be >= 0")
         if limit is not None and limit < 0:
             raise ValueError("limit must be >= 0 or None")
+        picks = {
+            "statuses": [v.strip().lower() for v in statuses],
+            "domains": [v.strip().lower().rstrip(".") for v in domains],
+            "sources": [v.strip() for v in sources],
+            "emails": [v.strip().lower() for v in emails],
+        }
+        if any(picks.values()):
+            return self._stale_picked(max_age_days, limit, now, include_never_verified, picks)
         never = (
             """
             UNION ALL
@@ -527,6 +539,67 @@ class PostgresWarehouse(Warehouse):
             )
             rows = cur.fetchall()
         return [email for (email,) in rows]
+
+    def _stale_picked(self, max_age_days: float, limit: int | None, now: datetime | str | None,
+                      include_never_verified: bool, picks: dict[str, list[str]]) -> list[str]:
+        """:meth:`stale_emails` narrowed by status, domain, source or address (the values
+        staged as a temporary table, one row per (kind, value))."""
+        conditions = {
+            "statuses": "l.status IN (SELECT value FROM _mailsift_pick WHERE kind = 'statuses')",
+            "domains": "lower(substring(l.email from '@([^@]*)$')) IN "
+                       "(SELECT value FROM _mailsift_pick WHERE kind = 'domains')",
+            "sources": """EXISTS (
+                SELECT 1 FROM latest_contact_sources AS s JOIN _mailsift_pick AS p
+                  ON p.kind = 'sources'
+                 AND (s.source = p.value OR right(s.source, length(p.value) + 1) = '/' || p.value)
+                WHERE s.email = l.email)""",
+            "emails": "l.email IN (SELECT value FROM _mailsift_pick WHERE kind = 'emails')",
+        }
+        rows = [(kind, value) for kind, values in picks.items() for value in values]
+        frame = pl.DataFrame(rows, schema={"kind": pl.String, "value": pl.String}, orient="row")
+        where = " AND ".join(conditions[kind] for kind, values in picks.items() if values)
+        never = (
+            """
+            UNION ALL
+            SELECT c.email, NULL FROM contacts AS c
+            WHERE NOT EXISTS (SELECT 1 FROM verifications AS v WHERE v.email = c.email)
+            """
+            if include_never_verified
+            else ""
+        )
+        with self._tx("stale_emails") as cur:
+            self._stage(cur, "_mailsift_pick", frame)
+            cur.execute(
+                f"""
+                SELECT email FROM (
+                    SELECT l.email, l.verified_at AS last_verified_at
+                    FROM latest_verifications AS l
+                    WHERE l.verified_at <= $1::timestamptz AND {where}
+                    {never}
+                ) AS s
+                ORDER BY last_verified_at ASC NULLS FIRST, email COLLATE "C"
+                LIMIT $2::bigint
+                """,
+                (_utc(now) - timedelta(days=max_age_days), limit),
+            )
+            found = cur.fetchall()
+            cur.execute("DROP TABLE _mailsift_pick")
+        return [email for (email,) in found]
+
+    def source_rows(self, emails: Sequence[str] | pl.Series) -> pl.DataFrame:
+        with self._tx("source_rows") as cur:
+            self._stage(cur, "_mailsift_emails", _email_frame(emails))
+            frame = self._frame(
+                cur,
+                """
+                SELECT s.source, s.row_number, s.record_id, e.email
+                FROM _mailsift_emails AS e
+                LEFT JOIN latest_contact_sources AS s ON s.email = e.email
+                ORDER BY s.source COLLATE "C" NULLS LAST, s.row_number, e.email COLLATE "C"
+                """,
+            )
+            cur.execute("DROP TABLE _mailsift_emails")
+            return frame
 
     def latest(self, emails: Sequence[str] | pl.Series | None = None) -> pl.DataFrame:
         with self._tx("latest") as cur:

@@ -276,11 +276,17 @@ VIEWS: dict[str, str] = {
     "latest_verifications": newest_verifications_sql(),
     # One row per source row as of the newest load of its source: contact_sources keeps
     # every run's rows, so a source loaded twice appears twice there, once here. Ties on
-    # loaded_at go to the greater run_id.
+    # loaded_at go to the greater run_id. Plain SQL: the same text runs on PostgreSQL.
     "latest_contact_sources": """
         SELECT run_id, source, row_number, record_id, email, loaded_at
-        FROM contact_sources
-        QUALIFY dense_rank() OVER (PARTITION BY source ORDER BY loaded_at DESC, run_id DESC) = 1
+        FROM (
+            SELECT run_id, source, row_number, record_id, email, loaded_at,
+                   dense_rank() OVER (
+                       PARTITION BY source ORDER BY loaded_at DESC, run_id DESC
+                   ) AS load_rank
+            FROM contact_sources
+        ) AS ranked
+        WHERE load_rank = 1
     """,
     # One row per contact whose newest verification is older than the default
     # max_age_days (30), and per contact never verified at all (last_verified_at and
