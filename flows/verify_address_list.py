@@ -15,13 +15,14 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from mailsift.settings import BackendName
 from tasks.address_list import write_batch
 from tasks.steps import verify_batch
 
@@ -35,7 +36,7 @@ def verify_address_list(
     job_id: str,
     batches_path: str,
     results_dir: str,
-    backend: Literal["local", "api", "sandbox"] | None = None,
+    backend: BackendName | None = None,
     n_cached: int = 0,
 ) -> dict[str, Any]:
     """Verify the batches in ``batches_path`` (a JSON list of address lists).
