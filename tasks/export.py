@@ -154,7 +154,7 @@ def export_by_status(
     excel: bool = False,
 ) -> dict[str, Path]:
     """Write the five CSVs and ``results.parquet`` under ``out_dir``, replacing the
-    directory as a whole; return ``{"valid": path, ..., "no_email": path, "parquet": path}``.
+    directory as a whole; return ``{"valid": path, ..., "no_email": path, "results": path}`` (``results.parquet``).
 
     ``rows``: the source rows (original columns plus ``__ms_*``; ``__ms_key`` is computed
     when missing). ``results``: one row per address with ``status``, ``score``,
@@ -280,7 +280,7 @@ def _replace_dir(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     paths = {name: out / f"{name}.csv" for name in frames}
-    paths["parquet"] = out / PARQUET_FILE
+    paths["results"] = out / PARQUET_FILE
     return paths
 
 

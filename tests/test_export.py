@@ -70,8 +70,8 @@ def test_export_keeps_original_columns_and_every_row(tmp_path: Path) -> None:
     paths = export_by_status(rows, results, out)
 
     assert set(OUTPUT_FILES) == {"valid", "risky", "invalid", "unknown", "no_email"}
-    assert set(paths) == {*OUTPUT_FILES, "parquet"}
-    assert paths["parquet"] == out / "results.parquet"
+    assert set(paths) == {*OUTPUT_FILES, "results"}
+    assert paths["results"] == out / "results.parquet"
     originals = ["Record ID", "First Name", "Email", "Notes", "Email_2", "Company"]
     counts = {}
     for name in OUTPUT_FILES:
@@ -100,7 +100,7 @@ def test_export_keeps_original_columns_and_every_row(tmp_path: Path) -> None:
     assert [r["First Name"] or r["Company"] for r in no_email] == ["Zoë", "Nobody"]
     assert all(r["status"] == "" and r["email_normalized"] == "" for r in no_email)
 
-    parquet = pl.read_parquet(paths["parquet"])
+    parquet = pl.read_parquet(paths["results"])
     assert parquet.columns == [*originals, *RESULT_COLUMNS]
     assert parquet.height == rows.height  # every row, in one file
     assert parquet.schema["score"] == pl.Float64
@@ -260,7 +260,7 @@ def test_formula_cells_are_inert_in_every_csv_and_in_the_email_column(tmp_path: 
     assert by_email["'=1+2@acme.test"]["email_normalized"] == "'=1+2@acme.test"
     assert by_email["'-x@acme.test"]["status"] == "invalid"
     # the Parquet file is for data tools: values as they were
-    parquet = pl.read_parquet(paths["parquet"])
+    parquet = pl.read_parquet(paths["results"])
     assert parquet["Company"].to_list() == [FORMULAS["Company"]] * len(emails)
     assert "=1+2@acme.test" in parquet["email_normalized"].to_list()
 
