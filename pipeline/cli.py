@@ -128,7 +128,8 @@ def _by_reference(url: str | None) -> str | None:
 
 
 def _check_out(out: Path) -> None:
-    """``--out`` must be a directory (or creatable as one) that this user can write."""
+    """``--out`` must be a directory (or creatable as one) that this user can write, new
+    or holding only mailsift's files (the exports replace it as a whole)."""
     import os
 
     existing = next((p for p in (out, *out.parents) if p.exists()), None)
@@ -138,6 +139,7 @@ def _check_out(out: Path) -> None:
         raise fail(f"--out {out}: {existing} is not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise fail(f"--out {out}: {existing} is not writable", EXIT_ENVIRONMENT)
+    _precheck_out(out)
 
 
 def _finish(state: Any) -> None:
@@ -205,7 +207,6 @@ def run(
     sources = [_by_reference(s) or s for s in sources]
     webhook_url = _by_reference(webhook_url)
     _precheck_sources(sources, email_column)
-    _precheck_out(out)
     from flows.scale_out import (
         verify_crm_exports_scaled as verify_crm_exports,  # MAILSIFT_DASK_SCHEDULER
     )
@@ -301,7 +302,7 @@ def reverify(
     _require_warehouse(settings.db)
     webhook_url = _by_reference(webhook_url)
     if out is not None:
-        _precheck_out(out)
+        _check_out(out)
     from flows.scale_out import reverify_stale_scaled as reverify_stale  # MAILSIFT_DASK_SCHEDULER
 
     state = reverify_stale(
@@ -446,7 +447,7 @@ def demo(
     import os
 
     _pipeline_env()
-    _precheck_out(out)
+    _check_out(out)
     from mailsift.testing.demo import DEMO_DOMAINS, demo_export, populate_demo_world
     from mailsift.testing.world import World
 
