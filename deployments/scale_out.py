@@ -52,7 +52,7 @@ DEPLOYMENTS: dict[str, dict[str, Any]] = {
         "concurrency_limit": ConcurrencyLimitConfig(
             limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
         ),
-        "parameters": {"max_age_days": DEFAULTS.max_age_days},
+        "parameters": {"older_than_days": DEFAULTS.max_age_days},
     },
 }
 
