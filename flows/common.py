@@ -407,7 +407,7 @@ def fail_run(wh: Warehouse, run_id: str, exc: BaseException, counters: RunCounte
                   **counters.as_counts())
     logger = get_run_logger()
     logger.error("%s", exc)
-    if status == "gate_failed" and wh.path != ":memory:":
+    if status == "gate_failed" and wh.dialect == "duckdb" and wh.path != ":memory:":
         # nothing goes to the exports, but the list's owner sees why: the report goes
         # beside the warehouse, where a later `mailsift report` would put it too
         summary["report"] = write_run_report(wh, Path(wh.path).with_name("mailsift-report.html"))

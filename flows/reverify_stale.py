@@ -98,7 +98,7 @@ def reverify_stale(
             delivery: 4 waits, 5 attempts by default; what still fails waits for
             `mailsift webhooks retry`.
         report: Where to write the list-health report (HTML); leave empty for
-            mailsift-report.html beside the warehouse.
+            report.html in out_dir, else mailsift-report.html beside the warehouse.
     """
     logger = get_run_logger()
     if out_dir:
@@ -159,7 +159,8 @@ def reverify_stale(
                         webhook_format,
                     )
                 beside = ctx.db_path if isinstance(ctx.db_path, Path) else Path("mailsift.duckdb")
-                report_path = Path(report) if report else beside.with_name("mailsift-report.html")
+                report_path = (Path(report) if report else Path(out_dir) / "report.html" if out_dir
+                               else beside.with_name("mailsift-report.html"))
                 return complete_run(wh, run_id, summary, counters, report_path)
             except (MailsiftError, OSError, MemoryError) as exc:  # one line, the run closed
                 return fail_run(wh, run_id, exc, counters)

@@ -78,6 +78,7 @@ def test_reverify_everything_now_passes_its_gate_prints_and_exports(
     assert sorted(r["email_normalized"] for r in rows["invalid"]) == ["c@invalid.test", "e@invalid.test"]
     assert [r["email"] for r in rows["risky"]] == ["d@elsewhere.test"] and rows["unknown"] == []
     assert pl.read_parquet(out / "results.parquet").height == 6
+    assert (out / "report.html").is_file() and str((out / "report.html").resolve()) in proc.stdout
     gates = Warehouse.open(warehouse, read_only=True)
     try:
         assert gates.query("SELECT is_passed FROM quality_runs ORDER BY checked_at").to_series().to_list() == [

@@ -231,58 +231,63 @@ class HealthData:
         return sum(self.status_now.values())
 
 
-def _rows(wh: Warehouse, name: str) -> list[dict[str, Any]]:
-    return wh.query(QUERIES[name]).to_dicts()
-
-
 def _groups(rows: list[dict[str, Any]]) -> list[GroupShare]:
     return [GroupShare(str(r["name"]), int(r["n"]), {s: int(r[f"n_{s}"]) for s in STATUSES})
             for r in rows]
 
 
 def collect(wh: Warehouse) -> HealthData:
-    """Run every query of :data:`QUERIES` on ``wh`` and keep the figures."""
+    """Run every query of :data:`QUERIES` on ``wh`` and keep the figures.
+
+    On DuckDB ``report_latest`` is a TEMP snapshot; where the warehouse takes no
+    statement that creates one (PostgreSQL: ``query`` runs read-only DuckDB SQL over a
+    snapshot of its own), the queries read ``latest_verifications`` itself."""
+    if wh.dialect != "duckdb":
+        return _collect(wh, "latest_verifications")
     wh.query(SNAPSHOT)
     try:
-        return _collect(wh)
+        return _collect(wh, "report_latest")
     finally:
         wh.query("DROP TABLE IF EXISTS temp.report_latest")
 
 
-def _collect(wh: Warehouse) -> HealthData:
+def _collect(wh: Warehouse, latest: str) -> HealthData:
+    def _rows(name: str) -> list[dict[str, Any]]:
+        return wh.query(QUERIES[name].replace("report_latest", latest)).to_dicts()
+
     status_now = {s: 0 for s in STATUSES}
-    for row in _rows(wh, "status_now"):
+    for row in _rows("status_now"):
         status_now[row["status"]] = int(row["n"])
-    runs = _rows(wh, "runs")
+    runs = _rows("runs")
     for run in runs:
         run.update(n=0, **{f"n_{s}": 0 for s in STATUSES})
     by_run = {run["run_id"]: run for run in runs}
     reason_history: dict[str, dict[str, int]] = {}
-    for row in _rows(wh, "history"):
+    for row in _rows("history"):
         run, k = by_run[row["run_id"]], int(row["n"])
         run["n"] += k
         run[f"n_{row['status']}"] += k
         reasons = reason_history.setdefault(row["run_id"], {})
         reasons[row["reason"]] = reasons.get(row["reason"], 0) + k
-    changes = _rows(wh, "changes")
+    changes = _rows("changes")
     transitions = [(r["before_status"], r["after_status"], int(r["n"]))
                    for r in changes if r["before_status"] != r["after_status"]]
-    signals_row = _rows(wh, "signals")[0]
+    signals_row = _rows("signals")[0]
     return HealthData(
         db_path=wh.path,
         generated_at=datetime.now(UTC),
-        totals=_rows(wh, "totals")[0],
+        totals=_rows("totals")[0],
         status_now=status_now,
-        reasons_now=_rows(wh, "reasons_now"),
+        reasons_now=_rows("reasons_now"),
         status_history=runs,
         reason_history=reason_history,
         transitions=sorted(transitions, key=lambda t: (-t[2], t[0], t[1])),
         n_rechecked=sum(int(r["n"]) for r in changes),
-        changed=_rows(wh, "changed"),
-        worst_sources=_groups(_rows(wh, "sources")),
-        worst_domains=_groups(_rows(wh, "domains")),
+        changed=_rows("changed"),
+        worst_sources=_groups(_rows("sources")),
+        worst_domains=_groups(_rows("domains")),
         signals={k: int(v) for k, v in signals_row.items()},
-        gates=_rows(wh, "gates"),
+        gates=_rows("gates"),
     )
 
 
@@ -546,9 +551,10 @@ def render(d: HealthData) -> str:
 
 def write_report(wh: Warehouse, out: str | os.PathLike[str]) -> Path:
     """Collect, render and write the page to ``out`` (parents made; replaced atomically)."""
+    page = render(collect(wh))  # before anything is made on disk
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(collect(wh)), encoding="utf-8")
+    tmp.write_text(page, encoding="utf-8")
     tmp.replace(path)
     return path
