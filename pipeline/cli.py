@@ -179,7 +179,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for status, path in (summary.get("exports") or {}).items():
         console.print(f"  {status:>8}: {path}")
     if summary.get("report"):
-        console.print(f"  list-health report: {summary['report']} (open it in a browser)")
+        console.print(f"  list-health report: {summary['report']} (open it in a browser)", soft_wrap=True)
     if summary.get("warning"):  # a cause the run's failures share (ours, not the list's)
         Console(stderr=True).print(f"[bold red]WARNING:[/] {summary['warning']}")
 
