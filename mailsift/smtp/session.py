@@ -428,7 +428,14 @@ class DomainRun:
         if pressure:
             assert epoch is not None
             self.pressure(failure, epoch)
-        if pressure and failure.stage in ("mail", "rcpt") and inflight:
+        if (
+            pressure
+            and failure.stage in ("mail", "rcpt")
+            and inflight
+            # A refusal worded about our IP ("mail from your IP address has been
+            # temporarily blocked") is not eased by asking again: it is the outcome.
+            and failure.kind != "blocked"
+        ):
             # A rate refusal part-way: nothing here is about these addresses.
             for email in reversed(inflight):
                 self.queue.appendleft(email)
