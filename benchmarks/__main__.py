@@ -40,6 +40,14 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
         "`mailsift serve`: /verify latency fresh and cached, cached lookups/s under 50 clients",
         ["--addresses", "100", "--seconds", "5"],
     ),
+    "shared_warehouse": (
+        "the shared warehouse: DuckDB file vs PostgreSQL (pgserver) at 1M rows, two writers",
+        ["--rows", "100000"],
+    ),
+    "scale_out": (
+        "1, 2, 3 probe hosts (Dask workers on 127.0.0.2-4) on one flow run, per-IP-capped world",
+        ["--addresses", "600"],
+    ),
     "hostile": (
         "peak RSS of `mailsift run` on 300 MB of blank lines, a 5M-row CSV, a gzip bomb URL, an XLSX bomb",
         ["--quick"],

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -29,8 +30,10 @@ from pathlib import Path
 
 import polars as pl
 
-from benchmarks.bench_warehouse import synthetic_results, timed
-from warehouse import Warehouse
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench_warehouse import synthetic_results, timed  # noqa: E402
+from warehouse import Warehouse  # noqa: E402
 
 __all__ = ["main"]
 
