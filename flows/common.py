@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import queue
+import random
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -110,6 +111,25 @@ def preload_gate() -> None:
     start_gate_worker()
 
 
+def spread_over_hosts(batches: list[list[str]]) -> list[list[str]]:
+    """``batches`` as planned while they run in this process; shuffled (a fixed seed) when
+    the flow's task runner sends them to other processes (the probe hosts of
+    :mod:`flows.scale_out`). A distributed scheduler hands queued tasks to its workers in
+    turn, so the round robin of :func:`plan_batches` over k domains would send every batch
+    of a domain to the same host when the host count divides k (measured: three domains,
+    three hosts, each domain on one host), and the per-IP caps would not be shared."""
+    from prefect.context import FlowRunContext
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context is not None else None
+    if runner is None or isinstance(runner, ThreadPoolTaskRunner) or len(batches) < 3:
+        return batches
+    shuffled = list(batches)
+    random.Random(len(batches)).shuffle(shuffled)
+    return shuffled
+
+
 def plan_batches(batches: list[list[str]]) -> list[list[str]]:
     """Order batches so that the full batches of one large domain are spread among the
     others (round robin by each batch's main domain): the first batches in flight hold
@@ -202,6 +222,7 @@ def verify_and_load(
     loses only the batches in flight. A refused API key stops the run."""
     logger = get_run_logger()
     batches = plan_batches(batches_by_domain(emails, batch_size=batch_size)) if emails.height else []
+    batches = spread_over_hosts(batches)
     if not batches:
         logger.info("nothing to verify: every address has a fresh result in the warehouse")
         return
