@@ -180,22 +180,25 @@ def refuse_bad_urls(sources: list[str] | None = None, webhook_url: str = "") -> 
 
 
 #: Source rows loaded into the warehouse per call (each call is its own transaction;
-#: reloading a chunk adds nothing twice, see Warehouse.upsert_contacts).
-CONTACT_CHUNK_ROWS = 500_000
+#: reloading a chunk adds nothing twice, see Warehouse.upsert_contacts). 200,000: the
+#: load of 5 M rows peaks near 500 MB (500,000: ~750 MB), ~15 % slower.
+CONTACT_CHUNK_ROWS = 200_000
 
 
 def contact_chunks(rows_path: str, chunk_rows: int = CONTACT_CHUNK_ROWS):  # -> Iterator[pl.DataFrame]
     """The five columns the warehouse keeps of the normalized rows, ``chunk_rows`` at a
-    time, read from the Parquet file (5 M source rows never sit in memory at once)."""
+    time, read from the Parquet file (5 M source rows never sit in memory at once).
+
+    Each chunk is a polars slice of a scan, which reads only the row groups it needs
+    (pyarrow's ``iter_batches`` held 2-3 times the memory for the same chunks)."""
     import pyarrow.parquet as pq
 
     names = {"__ms_source": "source", "__ms_row": "row_number", "__ms_record_id": "record_id",
              "__ms_key": "email", "__ms_domain": "domain"}
-    parquet = pq.ParquetFile(rows_path)
-    for batch in parquet.iter_batches(batch_size=chunk_rows, columns=list(names)):
-        frame = pl.from_arrow(batch)
-        assert isinstance(frame, pl.DataFrame)
-        yield frame.rename(names)
+    scan = pl.scan_parquet(rows_path).select(list(names)).rename(names)
+    n_rows = pq.ParquetFile(rows_path).metadata.num_rows
+    for offset in range(0, n_rows, chunk_rows):
+        yield scan.slice(offset, chunk_rows).collect()
 
 
 def begin_run(wh: Warehouse, run_id: str, flow_name: str, backend: str) -> None:

@@ -44,16 +44,18 @@ import errno
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from mailsift.errors import ConfigError
 from mailsift.result import STATUSES
-from tasks.normalize import KEY, normalize
+from tasks.normalize import EMAIL_RAW, KEY, normalize
 
 __all__ = [
+    "EXPORT_BATCH_ROWS",
     "EXPORT_FILES",
     "FORMULA_PREFIXES",
     "NOT_VERIFIED",
@@ -82,6 +84,8 @@ EXPORT_FILES: tuple[str, ...] = (*(f"{name}.csv" for name in OUTPUT_FILES), PARQ
 #: Files a run writes there after the exports (the flow's list-health report): allowed in
 #: the directory, and replaced with it.
 RUN_FILES: tuple[str, ...] = ("report.html",)
+#: Source rows read, joined and written at a time when the rows come as a Parquet file.
+EXPORT_BATCH_ROWS = 200_000
 #: Reason written for a row whose address has no verification result.
 NOT_VERIFIED = "not_verified"
 #: OWASP's list: a cell starting with one of these is a formula to a spreadsheet.
@@ -147,34 +151,127 @@ def check_out_dir(out_dir: Path | str) -> Path:
 
 
 def export_by_status(
-    rows: pl.DataFrame,
+    rows: pl.DataFrame | str | os.PathLike[str],
     results: pl.DataFrame,
     out_dir: Path,
     *,
     excel: bool = False,
+    batch_rows: int = EXPORT_BATCH_ROWS,
 ) -> dict[str, Path]:
     """Write the five CSVs and ``results.parquet`` under ``out_dir``, replacing the
     directory as a whole; return ``{"valid": path, ..., "no_email": path, "results": path}`` (``results.parquet``).
 
     ``rows``: the source rows (original columns plus ``__ms_*``; ``__ms_key`` is computed
-    when missing). ``results``: one row per address with ``status``, ``score``,
-    ``reason``, ``suggestion``, ``verified_at``, keyed by ``__ms_key`` or ``key`` when
-    present, else by ``email`` compared lower-cased (the ``email`` of
-    :func:`tasks.normalize.dedupe`). ``excel``: UTF-8 with a byte order mark (also chosen
-    when a local source had one).
+    when missing), as a frame or as the path of a Parquet file, which is read
+    ``batch_rows`` rows at a time: memory grows with the results and one batch, not with
+    the source rows (5 M rows never sit in memory at once). ``results``: one row per
+    address with ``status``, ``score``, ``reason``, ``suggestion``, ``verified_at``,
+    keyed by ``__ms_key`` or ``key`` when present, else by ``email`` compared lower-cased
+    (the ``email`` of :func:`tasks.normalize.dedupe`). ``excel``: UTF-8 with a byte order
+    mark (also chosen when a local source had one).
     """
+    if batch_rows < 1:
+        raise ValueError("batch_rows must be at least 1")
     out = check_out_dir(out_dir)
-    if KEY not in rows.columns:
-        rows = normalize(rows)
+    source = _RowSource(rows, batch_rows)
+    prepared = _prepared_results(results)
+    bom = excel or sources_have_bom(s for s in source.sources() if s)
+
+    def write(staging: Path) -> None:
+        with contextlib.ExitStack() as stack:
+            files = {
+                name: stack.enter_context((staging / f"{name}.csv").open("xb"))
+                for name in OUTPUT_FILES
+            }
+            parquet = stack.enter_context((staging / PARQUET_FILE).open("xb"))
+            typed = _typed(source.empty(), prepared)
+            header = _text(typed).drop(_BUCKET)
+            for fh in files.values():  # the header (and BOM) even when no row follows
+                header.write_csv(fh, include_bom=bom)
+            writer = pq.ParquetWriter(parquet, typed.drop(_BUCKET).to_arrow().schema)
+            stack.callback(writer.close)  # idempotent; closed before the files
+            for batch in source.batches():
+                typed = _typed(batch, prepared)
+                text = _text(typed)
+                for name, fh in files.items():
+                    part = text.filter(pl.col(_BUCKET) == name)
+                    if part.height:
+                        part.drop(_BUCKET).write_csv(fh, include_header=False)
+                writer.write_table(typed.drop(_BUCKET).to_arrow().cast(writer.schema))
+            writer.close()
+            for fh in (*files.values(), parquet):
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    _replace_dir(out, write)
+    paths = {name: out / f"{name}.csv" for name in OUTPUT_FILES}
+    paths["results"] = out / PARQUET_FILE
+    return paths
+
+
+class _RowSource:
+    """The source rows, batch by batch, normalized when ``__ms_key`` is missing. From a
+    Parquet file only the columns the export writes are read, one slice at a time."""
+
+    def __init__(self, rows: pl.DataFrame | str | os.PathLike[str], batch_rows: int) -> None:
+        self._batch_rows = batch_rows
+        self._frame: pl.DataFrame | None = None
+        self._path = ""
+        self._lazy = pl.LazyFrame()
+        if isinstance(rows, pl.DataFrame):
+            self._frame = rows if KEY in rows.columns else normalize(rows)
+            return
+        self._path = os.fspath(rows)
+        scan = pl.scan_parquet(self._path)
+        names = scan.collect_schema().names()
+        self._has_source = "__ms_source" in names
+        originals = [n for n in names if not n.startswith("__ms_")]
+        self._lazy = scan.select([*originals, KEY if KEY in names else EMAIL_RAW])
+
+    def _normalized(self, frame: pl.DataFrame) -> pl.DataFrame:
+        return frame if KEY in frame.columns else normalize(frame)
+
+    def empty(self) -> pl.DataFrame:
+        """No rows, the columns and types of every batch."""
+        if self._frame is not None:
+            return self._frame.clear()
+        return self._normalized(self._lazy.head(0).collect())
+
+    def sources(self) -> list[str]:
+        """The distinct ``__ms_source`` values (none when the column is absent)."""
+        if self._frame is not None:
+            if "__ms_source" not in self._frame.columns:
+                return []
+            return self._frame.get_column("__ms_source").unique().to_list()
+        if not self._has_source:
+            return []
+        return (
+            pl.scan_parquet(self._path)
+            .select(pl.col("__ms_source").unique())
+            .collect(engine="streaming")
+            .get_column("__ms_source")
+            .to_list()
+        )
+
+    def batches(self) -> Iterator[pl.DataFrame]:
+        if self._frame is not None:
+            yield from self._frame.iter_slices(self._batch_rows)
+            return
+        n_rows = pq.ParquetFile(self._path).metadata.num_rows
+        for offset in range(0, n_rows, self._batch_rows):
+            # a slice reads only the row groups it needs (pyarrow's batch reader holds
+            # more than twice as much memory for the same batches)
+            yield self._normalized(self._lazy.slice(offset, self._batch_rows).collect())
+
+
+def _typed(rows: pl.DataFrame, prepared: pl.DataFrame) -> pl.DataFrame:
+    """The export's columns for ``rows`` (typed, as in results.parquet) plus the file each
+    row goes to (``__ms_bucket``)."""
     originals = [c for c in rows.columns if not c.startswith("__ms_")]
     taken = {c.casefold() for c in originals}
     prefix = "mailsift_" if any(name in taken for name in RESULT_COLUMNS) else ""
-    out_names = {name: f"{prefix}{name}" for name in RESULT_COLUMNS}
-    sources = rows.get_column("__ms_source").unique().to_list() if "__ms_source" in rows.columns else []
-    bom = excel or sources_have_bom(s for s in sources if s)
-
     joined = rows.select([*originals, KEY]).join(
-        _prepared_results(results),
+        prepared,
         left_on=KEY,
         right_on=_RESULT_KEY,
         how="left",
@@ -194,16 +291,14 @@ def export_by_status(
         .then(pl.col("status"))
         .otherwise(pl.lit("unknown"))
     )
-    joined = joined.with_columns(bucket.alias(_BUCKET))
-    columns = [*originals, *(pl.col(n).alias(out_names[n]) for n in RESULT_COLUMNS)]
-    typed = joined.select([*columns, _BUCKET])
-    text = neutralize_formulas(
-        typed.with_columns(_iso_utc(out_names["verified_at"], typed.schema[out_names["verified_at"]]))
-    )
-    frames = {
-        name: text.filter(pl.col(_BUCKET) == name).drop(_BUCKET) for name in OUTPUT_FILES
-    }
-    return _replace_dir(out, frames, typed.drop(_BUCKET), bom=bom)
+    columns = [*originals, *(pl.col(n).alias(f"{prefix}{n}") for n in RESULT_COLUMNS)]
+    return joined.select([*columns, bucket.alias(_BUCKET)])
+
+
+def _text(typed: pl.DataFrame) -> pl.DataFrame:
+    """The CSVs' cells: ``verified_at`` as ISO 8601 text, formulas neutralized."""
+    name = typed.columns[-2]  # verified_at (with its prefix if any), before the bucket
+    return neutralize_formulas(typed.with_columns(_iso_utc(name, typed.schema[name])))
 
 
 def _prepared_results(results: pl.DataFrame) -> pl.DataFrame:
@@ -257,31 +352,18 @@ def _iso_utc(name: str, dtype: pl.DataType) -> pl.Expr:
 # ------------------------------------------------------------------- directory swap
 
 
-def _replace_dir(
-    out: Path, frames: dict[str, pl.DataFrame], everything: pl.DataFrame, *, bom: bool
-) -> dict[str, Path]:
-    """Write into a sibling directory, fsync, then put it in ``out``'s place."""
+def _replace_dir(out: Path, write: Callable[[Path], None]) -> None:
+    """Let ``write`` fill (and fsync) a sibling directory, then put it in ``out``'s place."""
     out.parent.mkdir(parents=True, exist_ok=True)
     _sweep_leftovers(out)
     staging = out.parent / f".{out.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:12]}"
     staging.mkdir(mode=0o755)
     try:
-        for name, frame in frames.items():
-            with (staging / f"{name}.csv").open("xb") as fh:
-                frame.write_csv(fh, include_bom=bom)
-                fh.flush()
-                os.fsync(fh.fileno())
-        with (staging / PARQUET_FILE).open("xb") as fh:
-            everything.write_parquet(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write(staging)
         _fsync_dir(staging)
         _swap_into_place(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    paths = {name: out / f"{name}.csv" for name in frames}
-    paths["results"] = out / PARQUET_FILE
-    return paths
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:

@@ -122,8 +122,10 @@ def write_exports(rows_path: str, results_path: str, out_dir: str, excel: bool =
     :class:`~mailsift.errors.ResourceError` (one line, no traceback in the logs); the
     previous exports stay whole."""
     try:
+        # the source rows stream from their Parquet file in batches; the results (one
+        # row per address) are read whole
         paths = export.export_by_status(
-            pl.read_parquet(rows_path), pl.read_parquet(results_path), Path(out_dir), excel=excel
+            rows_path, pl.read_parquet(results_path), Path(out_dir), excel=excel
         )
     except (OSError, MemoryError) as exc:
         error = resource_error(exc)
