@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing
+import os
 import socket
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -145,7 +148,20 @@ def write_exports(rows_path: str, results_path: str, out_dir: str, excel: bool =
 _GATE_WORKER: ProcessPoolExecutor | None = None
 
 
-def _warm_gate() -> None:
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the flow's process is gone (a SIGKILLed `mailsift run` cannot
+    shut its pool down: without this the worker, ~360 MB, would live on as an orphan)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="mailsift-gate-parent-watch", daemon=True).start()
+
+
+def _warm_gate(parent: int) -> None:
+    _exit_with_parent(parent)
     from tasks.quality import _import_gx
 
     _import_gx()
@@ -158,7 +174,10 @@ def start_gate_worker() -> None:
     if _GATE_WORKER is not None:
         return
     worker = ProcessPoolExecutor(
-        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_gate
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_warm_gate,
+        initargs=(os.getpid(),),
     )
     worker.submit(int)  # the process starts now, not at the first gate
     atexit.register(worker.shutdown, wait=False, cancel_futures=True)

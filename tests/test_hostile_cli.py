@@ -90,6 +90,28 @@ def test_a_full_disk_during_export_is_one_line_exit_3_and_the_run_closed(env, tm
     assert [p.name for p in (tmp_path / "tmp").iterdir()] == []
 
 
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def test_killed_run_is_closed_and_cleaned_by_the_next_one(env, world: World, tmp_path: Path) -> None:
     from mailsift.testing.smtp_server import Behaviour
 
@@ -113,8 +135,15 @@ def test_killed_run_is_closed_and_cleaned_by_the_next_one(env, world: World, tmp
             if seen >= 3:
                 break
         assert time.monotonic() < deadline
+    gate_workers = [pid for pid in _children(proc.pid) if "multiprocessing" in _cmdline(pid)]
+    assert gate_workers  # the gate's worker process, started with the flow
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # the orphaned worker notices and exits by itself (it holds ~360 MB)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in gate_workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in gate_workers)
     assert sql(tmp_path / "wh.duckdb", "SELECT status FROM runs") == [("running",)]
     assert any(p.name.startswith(f"mailsift-{proc.pid}-") for p in (tmp_path / "tmp").iterdir())
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing half-written
