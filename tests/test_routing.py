@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from mailsift import Verifier
-from mailsift.routing import is_ip_text, unroutable_reason
+from mailsift.routing import is_ip_text, unroutable_reason, url_unroutable_reason
 from mailsift.testing.world import World
 
 REFUSED = {
@@ -100,3 +100,21 @@ def test_the_settings_switch_reads_the_environment(monkeypatch) -> None:
     assert Settings().allow_private_networks is False
     monkeypatch.setenv("MAILSIFT_ALLOW_PRIVATE_NETWORKS", "true")
     assert Settings().allow_private_networks is True
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [("http://169.254.169.254/latest/meta-data", "link-local"),
+     ("http://10.0.0.5/hook", "private"),
+     ("https://[fd00::25]:8443/x", "private"),
+     ("http://[::ffff:127.0.0.1]/x", "loopback (embedded in ::ffff:7f00:1)"),
+     ("http://198.51.100.7/x", "documentation"),
+     ("ftp://", "no host")],
+)
+async def test_webhook_urls_with_ip_hosts_are_decided_without_a_lookup(url: str, why: str) -> None:
+    # decided from the URL alone: nothing is resolved or dialled
+    assert await url_unroutable_reason(url) == why
+
+
+async def test_a_public_ip_webhook_url_is_allowed() -> None:
+    assert await url_unroutable_reason("https://8.8.8.8/hook") is None
