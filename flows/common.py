@@ -37,7 +37,7 @@ __all__ = [
     "BackendChoice",
     "RunContext",
     "run_context",
-    "RunCounters", "VERIFY_WORKERS", "plan_batches", "preload_gate", "verify_and_load", "gate_results", "summarize", "complete_run", "push_webhooks",
+    "RunCounters", "VERIFY_WORKERS", "batch_failure", "plan_batches", "preload_gate", "verify_and_load", "gate_results", "summarize", "complete_run", "push_webhooks",
     "fail_run",
     "begin_run",
     "contact_chunks",
@@ -57,6 +57,8 @@ class RunCounters:
     n_from_warehouse: int = 0
     n_verified: int = 0
     n_failed_batches: int = 0
+    #: Addresses of the failed batches: nothing of them is stored, the next run checks them.
+    n_unverified: int = 0
     smtp_note: str | None = None
     #: Causes the run's failures share (see mailsift.diagnosis), as dicts.
     diagnoses: list[dict[str, Any]] = field(default_factory=list)
@@ -210,6 +212,15 @@ def begin_run(wh: Warehouse, run_id: str, flow_name: str, backend: str) -> None:
     wh.start_run(run_id, flow_name, backend, utcnow(), owner=scratch.owner())
 
 
+def batch_failure(exc: BaseException, size: int) -> str:
+    """The one line a failed batch logs: what was lost and who checks it."""
+    what = f"a batch of {size} addresses"
+    if type(exc).__name__ == "KilledWorker":  # distributed: its probe hosts died running it
+        return (f"{what} was lost with the probe host running it (its Dask worker died; "
+                "nothing of it was stored): the next run verifies those addresses")
+    return f"{what} failed after retries and will be verified by the next run: {exc}"
+
+
 def verify_and_load(
     wh: Warehouse,
     emails: pl.DataFrame,
@@ -241,10 +252,14 @@ def verify_and_load(
     finished: queue.SimpleQueue[PrefectFuture[Any]] = queue.SimpleQueue()
     in_flight = 0
 
+    sizes: dict[Any, int] = {}  # task run id -> addresses in its batch
+
     def submit_next() -> None:
         nonlocal in_flight
         batch, shared = pending.popleft()
-        verify_batch.submit(batch, overrides, shared).add_done_callback(finished.put)
+        future = verify_batch.submit(batch, overrides, shared)
+        sizes[future.task_run_id] = len(batch)
+        future.add_done_callback(finished.put)
         in_flight += 1
 
     for _ in range(min(VERIFY_WORKERS, len(pending))):
@@ -257,13 +272,15 @@ def verify_and_load(
         in_flight -= 1
         if pending:
             submit_next()
+        size = sizes.pop(future.task_run_id, 0)
         try:
             rows = future.result()
         except BackendAuthError:
             raise  # a refused key: stop the run with one clear message
         except Exception as exc:  # the batch failed after its retries: the others go on
             counters.n_failed_batches += 1
-            logger.error("a batch failed after retries and will be verified by the next run: %s", exc)
+            counters.n_unverified += size
+            logger.error("%s", batch_failure(exc, size))
             continue
         inserted = wh.append_verifications(pl.DataFrame(rows, schema=RESULT_SCHEMA), run_id=run_id, backend=backend)
         counters.n_verified += inserted
@@ -345,6 +362,7 @@ def summarize(flow_name: str, counters: RunCounters, by_status: dict[str, int],
         "from_warehouse": counters.n_from_warehouse,
         "verified_now": counters.n_verified,
         "failed_batches": counters.n_failed_batches,
+        "unverified_addresses": counters.n_unverified,
         "by_status": by_status,
         "by_reason": by_reason,
         "gate": None if gate is None else ("passed" if gate["is_passed"] else "failed"),

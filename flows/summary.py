@@ -79,8 +79,10 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
     reuse_words = f" (checked within the last {max_age} days)" if max_age is not None else ""
     md.append(f"Verified now: {verified:,}; reused from the warehouse: {reused:,}{reuse_words}.")
     if summary.get("failed_batches"):
-        md.append(f"**{_plural(int(summary['failed_batches']), 'batch', 'batches')} failed after retries**; "
-                  "the next run verifies those addresses.")
+        lost = int(summary.get("unverified_addresses") or 0)
+        what = f" ({_plural(lost, 'address', 'addresses')})" if lost else ""
+        md.append(f"**{_plural(int(summary['failed_batches']), 'batch', 'batches')}{what} failed after retries** "
+                  "(or with the probe host running them); the next run verifies those addresses.")
     md += ["", "| verdict | addresses | share |", "|---|---:|---:|"]
     md += [f"| {s} | {by_status[s]:,} | {percent(by_status[s], n)} |" for s in _STATUSES]
 

@@ -180,6 +180,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
         console.print(f"  {status:>8}: {path}")
     if summary.get("report"):
         console.print(f"  list-health report: {summary['report']} (open it in a browser)", soft_wrap=True)
+    if summary.get("failed_batches"):  # nothing of them stored: in unknown.csv this time
+        Console(stderr=True).print(
+            f"[bold red]NOT VERIFIED:[/] {summary.get('unverified_addresses', 0)} addresses in "
+            f"{summary['failed_batches']} failed batch(es) (exported as unknown); the next run verifies them",
+            soft_wrap=True)
     if summary.get("warning"):  # a cause the run's failures share (ours, not the list's)
         Console(stderr=True).print(f"[bold red]WARNING:[/] {summary['warning']}")
 

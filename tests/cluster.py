@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-__all__ = ["dask_cluster", "free_port"]
+__all__ = ["dask_cluster", "free_port", "worker_pids"]
 
 
 def free_port() -> int:
@@ -82,3 +82,16 @@ def dask_cluster(
         yield address
     finally:
         _stop(procs)
+
+
+def worker_pids(address: str) -> dict[str, int]:
+    """The process id of each worker of the cluster at ``address``, by the IP it serves
+    on (its source address): each worker reports its own ``os.getpid()``."""
+    import os
+    from urllib.parse import urlsplit
+
+    from distributed import Client
+
+    with Client(address, timeout=30) as client:
+        pids = client.run(os.getpid)
+    return {str(urlsplit(worker).hostname): int(pid) for worker, pid in pids.items()}
