@@ -132,9 +132,12 @@ class PathDiagnostics:
         path = smtp_path(reason, smtp_message, smtp_code)
         site = site_of(mx_host) if mx_host else "?"
         with self._lock:
-            self._paths.setdefault(site, set()).add(path)
             if path == "client_refused" and smtp_message and path not in self._examples:
                 self._examples[path] = smtp_message[:160]
+            seen = self._paths.setdefault(site, set())
+            if path in seen:  # nothing new at this site: the diagnoses are as they were
+                return []
+            seen.add(path)
             fresh = [d for d in self._smtp_diagnoses() if d.cause not in self._said]
             self._said.update(d.cause for d in fresh)
         return fresh

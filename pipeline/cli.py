@@ -215,22 +215,24 @@ def run(
     from flows.scale_out import (
         verify_crm_exports_scaled as verify_crm_exports,  # MAILSIFT_DASK_SCHEDULER
     )
+    from pipeline.runtime import gated_flow_run
 
-    state = verify_crm_exports(
-        sources=sources,
-        email_column=email_column or "",
-        max_age_days=max_age_days,
-        out_dir=str(out),
-        excel=excel,
-        db=str(settings.db),
-        max_unknown_share=max_unknown_share,
-        backend=settings.backend,
-        batch_size=batch_size,
-        webhook_url=webhook_url or "",
-        webhook_secret_env=webhook_secret_env or "",
-        webhook_format=_check_webhook_format(webhook_format),
-        return_state=True,
-    )
+    with gated_flow_run():
+        state = verify_crm_exports(
+            sources=sources,
+            email_column=email_column or "",
+            max_age_days=max_age_days,
+            out_dir=str(out),
+            excel=excel,
+            db=str(settings.db),
+            max_unknown_share=max_unknown_share,
+            backend=settings.backend,
+            batch_size=batch_size,
+            webhook_url=webhook_url or "",
+            webhook_secret_env=webhook_secret_env or "",
+            webhook_format=_check_webhook_format(webhook_format),
+            return_state=True,
+        )
     _finish(state)
 
 
@@ -309,25 +311,27 @@ def reverify(
     if out is not None:
         _check_out(out)
     from flows.scale_out import reverify_stale_scaled as reverify_stale  # MAILSIFT_DASK_SCHEDULER
+    from pipeline.runtime import gated_flow_run
 
-    state = reverify_stale(
-        older_than_days=older_than_days,
-        statuses=statuses,
-        domains=domains,
-        sources=sources,
-        emails=emails,
-        limit=limit or 0,
-        max_age_days=max_age_days,
-        out_dir=str(out) if out is not None else "",
-        excel=excel,
-        db=str(settings.db),
-        max_unknown_share=max_unknown_share,
-        backend=settings.backend,
-        webhook_url=webhook_url or "",
-        webhook_secret_env=webhook_secret_env or "",
-        webhook_format=_check_webhook_format(webhook_format),
-        return_state=True,
-    )
+    with gated_flow_run():
+        state = reverify_stale(
+            older_than_days=older_than_days,
+            statuses=statuses,
+            domains=domains,
+            sources=sources,
+            emails=emails,
+            limit=limit or 0,
+            max_age_days=max_age_days,
+            out_dir=str(out) if out is not None else "",
+            excel=excel,
+            db=str(settings.db),
+            max_unknown_share=max_unknown_share,
+            backend=settings.backend,
+            webhook_url=webhook_url or "",
+            webhook_secret_env=webhook_secret_env or "",
+            webhook_format=_check_webhook_format(webhook_format),
+            return_state=True,
+        )
     _finish(state)
 
 
@@ -464,8 +468,11 @@ def demo(
                    f"{len(world.smtp.servers)} SMTP servers on port {world.smtp.port}) "
                    f"with {len(DEMO_DOMAINS)} domains; verifying {example} ...")
         from flows.verify_crm_exports import verify_crm_exports
+        from pipeline.runtime import gated_flow_run
 
-        state = verify_crm_exports(sources=[str(example)], out_dir=str(out), db=str(db), return_state=True)
+        with gated_flow_run():
+            state = verify_crm_exports(sources=[str(example)], out_dir=str(out), db=str(db),
+                                       return_state=True)
         if state.is_completed():
             _print_summary(state.result())
             typer.echo("\n" + demo_next_steps(db))

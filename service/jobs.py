@@ -244,11 +244,13 @@ class Jobs:
 
     def _run_flow(self, job_id: str, batches_path: str, results_dir: str, n_cached: int) -> None:
         from flows.verify_address_list import verify_address_list
+        from pipeline.runtime import local_flow_runs
 
-        state = verify_address_list(
-            job_id=job_id, batches_path=batches_path, results_dir=results_dir,
-            backend=self.lookups.settings.backend, n_cached=n_cached, return_state=True,
-        )
+        with local_flow_runs():
+            state = verify_address_list(
+                job_id=job_id, batches_path=batches_path, results_dir=results_dir,
+                backend=self.lookups.settings.backend, n_cached=n_cached, return_state=True,
+            )
         flow_run_id = getattr(state.state_details, "flow_run_id", None)
         if flow_run_id:
             self.state.update_job(job_id, flow_run_id=str(flow_run_id))

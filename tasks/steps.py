@@ -29,7 +29,7 @@ from tasks import export, extract, normalize
 from tasks.limits import domain_slots
 from tasks.verify import settings_with, verify_batch_sync
 
-__all__ = ["extract_contacts", "gate_report", "quality_gate", "start_gate_worker", "verify_batch", "write_exports"]
+__all__ = ["extract_contacts", "gate_report", "gate_worker_ready", "quality_gate", "start_gate_worker", "stop_gate_worker", "verify_batch", "write_exports"]
 
 ROWS_FILE = "rows.parquet"
 UNIQUE_FILE = "unique.parquet"
@@ -111,7 +111,7 @@ def verify_batch(
         settings.source_address or "default",
     )
     with domain_slots(shared_domains or [], settings):
-        results = verify_batch_sync(emails, overrides)
+        results = verify_batch_sync(emails, settings=settings)
     # stored under the key that was sent, so the warehouse joins back to the source rows
     return [{**r.to_row(), "email": email} for email, r in zip(emails, results, strict=True)]
 
@@ -160,12 +160,46 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="mailsift-gate-parent-watch", daemon=True).start()
 
 
-def _warm_gate(parent: int) -> None:
-    _exit_with_parent(parent)
+def _import_gate_modules() -> None:
     from tasks.quality import _import_gx
 
     _import_gx()
     import great_expectations.expectations  # noqa: F401
+
+
+def _import_when_idle() -> None:
+    """Import Great Expectations in this thread at the lowest priority (nice 19: on
+    Linux a thread has its own), so the import takes only CPU the flow's process leaves
+    idle. On two cores it otherwise took a core from the engine and the Prefect API server
+    for the whole verify step."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):  # not Linux, or not allowed: import at normal priority
+        pass
+    try:
+        _import_gate_modules()
+    except Exception:  # the gate imports again when it runs, and reports what fails then
+        pass
+
+
+_IMPORTING: threading.Thread | None = None  # in the worker: the import's thread
+
+
+def _warm_gate(parent: int) -> None:
+    global _IMPORTING
+    _exit_with_parent(parent)
+    # the gate itself runs in this process's main thread, at normal priority; it waits
+    # for this import (Python's import lock) if it has not finished by then
+    _IMPORTING = threading.Thread(target=_import_when_idle, name="mailsift-gate-import", daemon=True)
+    _IMPORTING.start()
+
+
+def _imported(timeout: float) -> bool:
+    """In the worker: wait up to ``timeout`` s for the import; True once it is done."""
+    if _IMPORTING is not None:
+        _IMPORTING.join(timeout)
+        return not _IMPORTING.is_alive()
+    return True
 
 
 def start_gate_worker() -> None:
@@ -182,6 +216,26 @@ def start_gate_worker() -> None:
     worker.submit(int)  # the process starts now, not at the first gate
     atexit.register(worker.shutdown, wait=False, cancel_futures=True)
     _GATE_WORKER = worker
+
+
+def gate_worker_ready(timeout: float = 60.0) -> bool:
+    """Wait up to ``timeout`` s for the gate's worker to have imported Great Expectations
+    (False when it has not, or no worker runs)."""
+    if _GATE_WORKER is None:
+        return False
+    try:
+        return bool(_GATE_WORKER.submit(_imported, timeout).result(timeout + 30))
+    except Exception:  # a dead worker: the gate runs in the flow's process
+        return False
+
+
+def stop_gate_worker() -> None:
+    """Stop the gate's worker process (the next :func:`start_gate_worker` starts a new
+    one, importing Great Expectations afresh: what a new ``mailsift run`` pays)."""
+    global _GATE_WORKER
+    worker, _GATE_WORKER = _GATE_WORKER, None
+    if worker is not None:
+        worker.shutdown(wait=True, cancel_futures=True)
 
 
 def gate_report(results_path: str, max_unknown_share: float, max_age_days: int | None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import gc
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +23,7 @@ from mailsift.dns import ResolverHealth
 from mailsift.result import VerificationResult
 from mailsift.settings import Settings
 
-__all__ = ["domain_stats_sync", "engine_for", "resolver_health_sync", "stats_between", "run_on_engine_loop", "settings_with", "verify_batch_sync"]
+__all__ = ["domain_stats_sync", "engine_for", "freeze_heap", "resolver_health_sync", "stats_between", "run_on_engine_loop", "settings_with", "verify_batch_sync"]
 
 
 def settings_with(overrides: dict[str, Any] | None = None) -> Settings:
@@ -32,6 +33,26 @@ def settings_with(overrides: dict[str, Any] | None = None) -> Settings:
     secret (the API key) ever travels as a task parameter.
     """
     return Settings(**{k: v for k, v in (overrides or {}).items() if v is not None})
+
+
+_HEAP_FROZEN = False
+
+
+def freeze_heap() -> None:
+    """Move every object alive now to the garbage collector's permanent generation
+    (:func:`gc.freeze`), once per process; called when the engine's loop first starts.
+
+    By then the process holds Prefect, pydantic, SQLAlchemy and FastAPI: several hundred
+    thousand objects the collector would otherwise walk in every full collection, holding
+    the GIL. The engine allocates fast, so in a flow's process its loop stopped for
+    0.3-0.5 s at a time, about 1 s of a 10,000-address run (py-spy --gil,
+    ``benchmarks/bench_pipeline.py``), which the engine alone (``mailsift verify``, no
+    Prefect) never pays. Once only: a later freeze would keep the garbage of earlier runs
+    of a long-lived worker alive for good."""
+    global _HEAP_FROZEN
+    if not _HEAP_FROZEN:
+        _HEAP_FROZEN = True
+        gc.freeze()
 
 
 class _EngineLoop:
@@ -45,6 +66,7 @@ class _EngineLoop:
     def loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None or self._loop.is_closed():
+                freeze_heap()
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name="mailsift-engine", daemon=True)
                 thread.start()
@@ -89,9 +111,12 @@ async def _collect(backend: Backend, emails: Sequence[str]) -> list[Verification
     return [result async for result in backend.verify_many(emails)]
 
 
-def verify_batch_sync(emails: Sequence[str], overrides: dict[str, Any] | None = None) -> list[VerificationResult]:
-    """Verify ``emails`` (one result each, input order) on the shared engine loop."""
-    backend = engine_for(settings_with(overrides))
+def verify_batch_sync(
+    emails: Sequence[str], overrides: dict[str, Any] | None = None, settings: Settings | None = None
+) -> list[VerificationResult]:
+    """Verify ``emails`` (one result each, input order) on the shared engine loop, with
+    ``settings`` (else :func:`settings_with` ``overrides``)."""
+    backend = engine_for(settings if settings is not None else settings_with(overrides))
     return _ENGINES.run(_collect(backend, emails))
 
 

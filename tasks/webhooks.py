@@ -12,7 +12,6 @@ import polars as pl
 
 from mailsift import urlsecrets, webhooks
 from mailsift.errors import ConfigError
-from pipeline.settings import DEFAULTS
 from tasks.extract.sources import resolve_secret_block
 from warehouse import Warehouse
 from warehouse.frames import results_from_frame
@@ -48,7 +47,7 @@ def push_results(
     secret_env: str,
     results: pl.DataFrame,
     schedule_seconds: Sequence[float],
-    batch_size: int = DEFAULTS.batch_size,
+    batch_size: int = webhooks.DEFAULT_BATCH_SIZE,
     per_address: bool = False,
 ) -> dict[str, Any]:
     """POST ``results`` in signed batches (or one signed POST per result with
