@@ -24,11 +24,55 @@ def is_database_url(value: object) -> bool:
 
 
 def db_location(value: str | Path) -> str | Path:
-    """MAILSIFT_DB as the warehouse takes it: a database URL stays text (a ``Path`` would
-    fold its ``//``), anything else is a file ``Path``."""
+    """MAILSIFT_DB (or ``--db``) as the warehouse takes it: a database URL stays text (a
+    ``Path`` would fold its ``//``), anything else is a file ``Path``.
+
+    Raises ``ValueError`` (its message shows the URL without its password) for a URL that
+    cannot be a PostgreSQL URL: a bad port or host, or ``postgresql:`` without ``//``
+    (which would otherwise become a DuckDB file of that name)."""
     if isinstance(value, str) and is_database_url(value):
-        return value.strip()
+        url = value.strip()
+        _check_database_url(url)
+        return url
+    if isinstance(value, str) and _URLISH.match(value.strip()):
+        raise ValueError(f"{_shown(value.strip())}: not a PostgreSQL URL "
+                         "(postgresql://user@host:5432/database) nor a DuckDB file name")
     return Path(value)
+
+
+#: ``postgres:``/``postgresql:``/``postgresql+driver:`` not followed by ``//``.
+_URLISH = re.compile(r"^postgres(ql)?(\+[\w.-]+)?:(?!//)", re.IGNORECASE)
+
+
+def _shown(url: str) -> str:
+    """``url`` for a message: its password masked; if it does not parse as a URL with a
+    host part, nothing before its last ``@``."""
+    from urllib.parse import urlsplit
+
+    from mailsift.urlsecrets import redact
+
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        netloc = ""
+    if "@" in url and "@" not in netloc:
+        return "<redacted>@" + url.rsplit("@", 1)[1]
+    return redact(url)
+
+
+def _check_database_url(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not 0-65535
+        parts.hostname  # noqa: B018
+    except ValueError as exc:
+        raise ValueError(f"{_shown(url)}: not a valid PostgreSQL URL ({exc}); "
+                         "expected postgresql://user@host:5432/database") from None
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise ValueError(f"{_shown(url)}: not a valid PostgreSQL URL (it holds spaces or "
+                         "control characters)")
 
 #: The verification backends by name: the one list (CLI choices, flow parameters, settings).
 BackendName = Literal["local", "api", "sandbox"]
@@ -94,7 +138,11 @@ class Settings(BaseSettings):
     """Everything that touches the network is configurable, so tests can point it at
     the simulated internet (``mailsift.testing``)."""
 
-    model_config = SettingsConfigDict(env_prefix="MAILSIFT_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a bad value (MAILSIFT_DB's URL with its password) is never
+    # repeated in a validation error's text
+    model_config = SettingsConfigDict(
+        env_prefix="MAILSIFT_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # DNS
     dns_nameservers: Annotated[list[str], NoDecode] = Field(

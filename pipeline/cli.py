@@ -65,7 +65,11 @@ OutOpt = Annotated[
 ExcelOpt = Annotated[
     bool, typer.Option("--excel", help="CSVs in UTF-8 with a byte order mark, for Excel.")
 ]
-DbOpt = Annotated[Optional[Path], typer.Option("--db", help="DuckDB warehouse [env MAILSIFT_DB, default ./mailsift.duckdb].")]
+DbOpt = Annotated[
+    Optional[str],
+    typer.Option("--db", help="The warehouse: a DuckDB file or a postgresql:// URL "
+                 "[env MAILSIFT_DB, default ./mailsift.duckdb]."),
+]
 WebhookUrlOpt = Annotated[Optional[str], typer.Option("--webhook-url", help="POST the results here, signed.")]
 WebhookSecretOpt = Annotated[
     Optional[str], typer.Option("--webhook-secret-env", help="Name of the env var holding the webhook secret.")
@@ -77,6 +81,33 @@ WebhookFormatOpt = Annotated[
         help="batch (500 results a POST) or per-address (one POST per result, as mailsift serve sends).",
     ),
 ]
+
+
+def _settings(db: str | None, **flags: Any):  # -> Settings
+    """Settings from the flags, ``--db`` being a DuckDB file or a ``postgresql://`` URL as
+    MAILSIFT_DB takes it (:func:`mailsift.settings.db_location`); a malformed URL is one
+    line and exit 2, shown without its password."""
+    location = None
+    if db is not None:
+        from mailsift.settings import db_location
+
+        try:
+            location = db_location(db)
+        except ValueError as exc:
+            raise fail(f"--db {exc}") from None
+    return settings_from_flags(db=location, **flags)
+
+
+def _flow_db(db: Path | str) -> str:
+    """The flow's ``db`` parameter, which Prefect stores and shows: a DuckDB file's path.
+    A ``postgresql://`` URL goes to the flow (run in this process) through this process's
+    MAILSIFT_DB instead, the parameter left empty, so its password never reaches Prefect."""
+    import os
+
+    if isinstance(db, Path):
+        return str(db)
+    os.environ["MAILSIFT_DB"] = db
+    return ""
 
 
 def _pipeline_env() -> None:
@@ -207,7 +238,7 @@ def run(
     """Verify CRM exports into the warehouse and write one CSV per status (behind the gate)."""
     _pipeline_env()
     _check_webhook(webhook_url, webhook_secret_env)
-    settings = settings_from_flags(backend=backend, db=db)
+    settings = _settings(db, backend=backend)
     _check_out(out)
     sources = [_by_reference(s) or s for s in sources]
     webhook_url = _by_reference(webhook_url)
@@ -224,7 +255,7 @@ def run(
             max_age_days=max_age_days,
             out_dir=str(out),
             excel=excel,
-            db=str(settings.db),
+            db=_flow_db(settings.db),
             max_unknown_share=max_unknown_share,
             backend=settings.backend,
             batch_size=batch_size,
@@ -305,7 +336,7 @@ def reverify(
     domains, sources, emails = _listed(domain), _listed(source), _listed(email)
     if older_than_days is None:
         older_than_days = 0 if (statuses or domains or sources or emails) else DEFAULTS.max_age_days
-    settings = settings_from_flags(backend=backend, db=db)
+    settings = _settings(db, backend=backend)
     _require_warehouse(settings.db)
     webhook_url = _by_reference(webhook_url)
     if out is not None:
@@ -324,7 +355,7 @@ def reverify(
             max_age_days=max_age_days,
             out_dir=str(out) if out is not None else "",
             excel=excel,
-            db=str(settings.db),
+            db=_flow_db(settings.db),
             max_unknown_share=max_unknown_share,
             backend=settings.backend,
             webhook_url=webhook_url or "",
@@ -361,7 +392,7 @@ def gate(
     from mailsift.errors import WarehouseError
     from warehouse import Warehouse
 
-    settings = settings_from_flags(db=db)
+    settings = _settings(db)
     try:
         with Warehouse.open(settings.db, create=False, read_only=True) as wh:
             frame = wh.latest_pandas()
@@ -399,7 +430,7 @@ def report(
     from warehouse import Warehouse
     from warehouse.report import write_report
 
-    settings = settings_from_flags(db=db)
+    settings = _settings(db)
     try:
         with Warehouse.open(settings.db, create=False, read_only=True) as wh:
             path = write_report(wh, out)
@@ -493,7 +524,7 @@ def sql(
     from mailsift.errors import WarehouseError
     from pipeline.sql import print_result, run_query
 
-    settings = settings_from_flags(db=db)
+    settings = _settings(db)
     try:
         frame = run_query(settings.db, query)
     except WarehouseError as exc:
@@ -510,7 +541,7 @@ def webhooks_retry(
 ) -> None:
     """Re-send every webhook delivery whose last attempt failed."""
     _check_webhook(url, webhook_secret_env)
-    settings = settings_from_flags(db=db)
+    settings = _settings(db)
     _require_warehouse(settings.db)
     from tasks.webhooks import retry_failed
 

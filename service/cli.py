@@ -37,7 +37,10 @@ def _db(db: str | None) -> Path | str:
     from mailsift.settings import Settings, db_location
 
     if db is not None:
-        return db_location(db)
+        try:
+            return db_location(db)
+        except ValueError as exc:  # a malformed URL, shown without its password
+            raise _fail(f"--db {exc}") from None
     try:
         return db_location(Settings().db)
     except ValidationError as exc:
