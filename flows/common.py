@@ -26,10 +26,11 @@ from mailsift.diagnosis import PathDiagnostics
 from mailsift.errors import BackendAuthError, MailsiftError, QualityGateFailed, resource_error
 from mailsift.result import utcnow
 from mailsift.settings import BackendName, db_location
+from tasks.domain_costs import DomainCosts
 from tasks.limits import split_domains
 from tasks.normalize import batches_by_domain
 from tasks.steps import quality_gate, start_gate_worker, verify_batch
-from tasks.verify import domain_stats_sync, resolver_health_sync, settings_with, stats_between
+from tasks.verify import resolver_health_sync, settings_with
 from warehouse import RESULT_SCHEMA, Warehouse
 from warehouse.redaction import redact_url
 
@@ -243,7 +244,7 @@ def verify_and_load(
     total = emails.height
     logger.info("verifying %d addresses in %d batches", total, len(batches))
     settings = settings_with(overrides)
-    stats_before = domain_stats_sync(settings)
+    costs = DomainCosts()  # each batch reports its domains' costs, wherever it ran
     started = time.perf_counter()
     # A sliding window of VERIFY_WORKERS batches in flight, not one map of all: a
     # future holds its batch's result rows, and once loaded nothing should (memory stays
@@ -257,7 +258,7 @@ def verify_and_load(
     def submit_next() -> None:
         nonlocal in_flight
         batch, shared = pending.popleft()
-        future = verify_batch.submit(batch, overrides, shared)
+        future = verify_batch.submit(batch, overrides, shared, report_costs=True)
         sizes[future.task_run_id] = len(batch)
         future.add_done_callback(finished.put)
         in_flight += 1
@@ -274,7 +275,7 @@ def verify_and_load(
             submit_next()
         size = sizes.pop(future.task_run_id, 0)
         try:
-            rows = future.result()
+            outcome = future.result()
         except BackendAuthError:
             raise  # a refused key: stop the run with one clear message
         except Exception as exc:  # the batch failed after its retries: the others go on
@@ -282,6 +283,8 @@ def verify_and_load(
             counters.n_unverified += size
             logger.error("%s", batch_failure(exc, size))
             continue
+        rows = outcome["rows"]
+        costs.add(outcome["costs"])
         inserted = wh.append_verifications(pl.DataFrame(rows, schema=RESULT_SCHEMA), run_id=run_id, backend=backend)
         counters.n_verified += inserted
         done += len(rows)
@@ -290,7 +293,7 @@ def verify_and_load(
             path.note_result(row)
         logger.info("progress: %d/%d addresses verified (%.0f%%)", done, total, 100 * done / total)
     counters.timings["verify_s"] = round(time.perf_counter() - started, 3)
-    counters.domains = stats_between(stats_before, domain_stats_sync(settings))
+    counters.domains = costs.rows()
     if dns_errors:  # was it the resolver? (asked once; the engine caches the answer)
         path.note_resolver(resolver_health_sync(settings))
     diagnoses = path.diagnoses()

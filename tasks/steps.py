@@ -26,6 +26,7 @@ from prefect.states import Failed
 
 from mailsift.errors import BackendAuthError, InputError, resource_error
 from tasks import export, extract, normalize
+from tasks.domain_costs import batch_costs, batch_domains, domain_counters
 from tasks.limits import domain_slots
 from tasks.verify import settings_with, verify_batch_sync
 
@@ -98,22 +99,33 @@ def _retryable(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=_retryable,
 )
 def verify_batch(
-    emails: list[str], overrides: dict[str, Any], shared_domains: list[str] | None = None
-) -> list[dict[str, Any]]:
+    emails: list[str], overrides: dict[str, Any], shared_domains: list[str] | None = None,
+    report_costs: bool = False,
+) -> list[dict[str, Any]] | dict[str, Any]:
     """Verify one batch (a few domains' addresses) concurrently through the engine.
 
     ``shared_domains``: the batch's domains that other batches (maybe on other probe
     hosts) hold too; with ``MAILSIFT_DOMAIN_LIMIT_ACROSS_HOSTS`` the batch holds their
-    global concurrency slots while it runs (:mod:`tasks.limits`)."""
+    global concurrency slots while it runs (:mod:`tasks.limits`).
+
+    Returns the result rows; with ``report_costs`` ``{"rows": [...], "costs": {...}}``,
+    the costs being what the batch's domains had cost the engine that ran it (in this
+    process, maybe a probe host's) at its start and end (:mod:`tasks.domain_costs`)."""
     settings = settings_with(overrides)
     get_run_logger().info(
         "batch of %d on %s (source address %s)", len(emails), socket.gethostname(),
         settings.source_address or "default",
     )
+    if report_costs:
+        domains = batch_domains(emails)
+        before = domain_counters(settings, domains)
     with domain_slots(shared_domains or [], settings):
         results = verify_batch_sync(emails, settings=settings)
     # stored under the key that was sent, so the warehouse joins back to the source rows
-    return [{**r.to_row(), "email": email} for email, r in zip(emails, results, strict=True)]
+    rows = [{**r.to_row(), "email": email} for email, r in zip(emails, results, strict=True)]
+    if not report_costs:
+        return rows
+    return {"rows": rows, "costs": batch_costs(settings, before, domain_counters(settings, domains))}
 
 
 @task(name="export", cache_policy=NO_CACHE)

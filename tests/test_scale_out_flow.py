@@ -32,7 +32,7 @@ def test_three_probe_hosts_share_one_flow_run(
     (big_mx,) = world.add_domain(
         "big.test", Behaviour(max_connections_per_ip=2, latency=0.03), mailboxes=big[:80]
     )
-    world.add_domain("small.test", mailboxes=["a@small.test"])
+    (small_mx,) = world.add_domain("small.test", mailboxes=["a@small.test"])
     world.add_domain("gone.test", dns="nxdomain")
     emails = big + ["a@small.test", "b@small.test", "x@gone.test"]
     src = tmp_path / "export.csv"
@@ -66,6 +66,20 @@ def test_three_probe_hosts_share_one_flow_run(
     assert max(big_mx.max_concurrent_by_ip.values()) <= 2  # no IP over the server's cap
     assert big_mx.max_concurrent <= 4  # the total across hosts (the global limit)
 
+    # what each domain cost, reported by the hosts that probed it: the run's summary (and
+    # its artifact) show the connections and RCPTs the servers saw from all three
+    summary = state.result()
+    costs = {d["domain"]: d for d in summary["domains"]}
+    big = costs["big.test"]
+    assert (big["addresses"], big["hosts"]) == (90, 3)
+    assert big["connections"] == big_mx.connections == sum(big_mx.connections_by_ip.values())
+    assert big["rcpts"] == len(big_mx.commands("RCPT"))
+    assert 1 <= big["window"] <= 2  # per host: never over the server's per-IP cap
+    assert (costs["small.test"]["addresses"], costs["small.test"]["hosts"]) == (2, 1)
+    assert costs["small.test"]["connections"] == small_mx.connections
+    markdown = summary_artifact(state)
+    assert f"| big\\.test | 90 | {big['connections']} | {big['rcpts']} |" in markdown
+
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
@@ -73,6 +87,18 @@ def test_three_probe_hosts_share_one_flow_run(
         assert client.read_global_concurrency_limit_by_name("mailsift-smtp-big.test").limit == 4
         with pytest.raises(ObjectNotFound):  # a domain inside one batch: one host, no limit needed
             client.read_global_concurrency_limit_by_name("mailsift-smtp-small.test")
+
+
+def summary_artifact(state) -> str:
+    """The markdown of the run's summary artifact, as the Prefect UI shows it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    (summary,) = [a for a in artifacts if (a.key or "").endswith("-summary")]
+    return str(summary.data)
 
 
 def test_scale_out_deployments_land_on_their_work_pool(prefect_harness: str) -> None:
