@@ -38,7 +38,7 @@ __all__ = [
     "BackendChoice",
     "RunContext",
     "run_context",
-    "RunCounters", "VERIFY_WORKERS", "batch_failure", "plan_batches", "preload_gate", "verify_and_load", "gate_results", "summarize", "complete_run", "push_webhooks",
+    "RunCounters", "VERIFY_WORKERS", "batch_failure", "mark_lost", "plan_batches", "preload_gate", "verify_and_load", "gate_results", "summarize", "complete_run", "push_webhooks",
     "fail_run",
     "begin_run",
     "contact_chunks",
@@ -222,6 +222,21 @@ def batch_failure(exc: BaseException, size: int) -> str:
     return f"{what} failed after retries and will be verified by the next run: {exc}"
 
 
+def mark_lost(task_run_id: Any, message: str) -> None:
+    """A batch lost with its probe host: the dead worker left its task run ``Running``;
+    mark it ``Crashed`` so the Prefect UI shows what happened to it."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_task_run_state(task_run_id, Crashed(message=message), force=True)
+    except Exception as exc:  # the UI's view only: the run goes on
+        if getattr(getattr(exc, "response", None), "status_code", None) == 404:
+            return  # the host died before the task started: Prefect never saw a task run
+        get_run_logger().warning("could not mark the lost batch's task run crashed: %s", exc)
+
+
 def verify_and_load(
     wh: Warehouse,
     emails: pl.DataFrame,
@@ -282,6 +297,8 @@ def verify_and_load(
             counters.n_failed_batches += 1
             counters.n_unverified += size
             logger.error("%s", batch_failure(exc, size))
+            if type(exc).__name__ == "KilledWorker":
+                mark_lost(future.task_run_id, batch_failure(exc, size))
             continue
         rows = outcome["rows"]
         costs.add(outcome["costs"])

@@ -18,9 +18,12 @@ from contextlib import contextmanager
 
 from mailsift.settings import Settings
 
-__all__ = ["LIMIT_PREFIX", "domain_slots", "limit_name", "split_domains"]
+__all__ = ["LIMIT_PREFIX", "SLOT_LEASE_SECONDS", "domain_slots", "limit_name", "split_domains"]
 
 LIMIT_PREFIX = "mailsift-smtp-"
+
+#: How long a batch's slots outlive a probe host that died holding them.
+SLOT_LEASE_SECONDS = 60.0
 
 _made: set[tuple[str, int]] = set()
 _lock = threading.Lock()
@@ -67,6 +70,11 @@ def domain_slots(domains: Sequence[str], settings: Settings) -> Iterator[None]:
 
     names = [limit_name(d) for d in domains]
     _ensure(names, limit)
-    # as many slots as connections the host's adaptive window may open to the domain
-    with concurrency(names, occupy=min(settings.max_per_domain_concurrency, limit), strict=True):
+    # as many slots as connections the host's adaptive window may open to the domain.
+    # The slots are a lease the holder renews (every 3/4 of it); a probe host that dies
+    # holding them cannot release them, so the server takes them back when the lease runs
+    # out: 60 s (plus its repossessor's 15 s loop), not Prefect's default 300 s, during
+    # which the other hosts would share a smaller total for that domain.
+    with concurrency(names, occupy=min(settings.max_per_domain_concurrency, limit), strict=True,
+                     lease_duration=SLOT_LEASE_SECONDS):
         yield
