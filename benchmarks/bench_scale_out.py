@@ -147,7 +147,8 @@ def run_once(workers: int, args: argparse.Namespace, world: World, src: Path, ex
         (summary,) = wh.query("SELECT summary FROM runs").to_series().to_list()
         counts = wh.query("SELECT count(*) AS n, count(DISTINCT email) AS d FROM verifications").row(0)
         latest = dict(wh.query("SELECT email, status FROM latest_verifications").rows())
-    verify_s = json.loads(summary)["timings_s"]["verify_s"]
+    summary = json.loads(summary)
+    verify_s = summary["timings_s"]["verify_s"]
     wrong = sum(1 for e, s in expected.items() if latest.get(e) != s)
     over = max(max(s.max_concurrent_by_ip.values(), default=0) for s in world.smtp.servers)
     ips = sorted({ip for s in world.smtp.servers for ip in s.connections_by_ip})
@@ -168,6 +169,7 @@ def run_once(workers: int, args: argparse.Namespace, world: World, src: Path, ex
         "workers": workers, "wall_s": wall, "verify_s": verify_s, "rate": len(expected) / verify_s,
         "rows": counts[0], "distinct": counts[1], "wrong": wrong, "max_per_ip": over,
         "client_ips": len(ips), "peaks": dict(rss.peaks),
+        "steps": summary["timings_s"], "step_rss": summary.get("peak_rss_mb", {}),
     }
 
 
@@ -222,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
                       f"client IPs seen {r['client_ips']}", flush=True)
                 peaks = ", ".join(f"{k} {v:,.0f} MB" for k, v in sorted(r["peaks"].items()))
                 print(f"    peak RSS: {peaks}", flush=True)
+                print("    flow process by step (seconds, peak RSS so far MB): " + ", ".join(
+                    f"{k.removesuffix('_s')} {v:.1f} s {r['step_rss'].get(k.removesuffix('_s'), 0):,.0f}"
+                    for k, v in r["steps"].items()), flush=True)
     finally:
         world.stop()
         server.cleanup()

@@ -50,6 +50,16 @@ __all__ = [
 BackendChoice = Literal["default", BackendName]
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (0.0 where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 0.0
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kib / 1024, 1)  # Linux: KiB
+
+
 @dataclass
 class RunCounters:
     n_source_rows: int = 0
@@ -67,6 +77,15 @@ class RunCounters:
     #: What the largest domains cost the engine in this run (connections, RCPTs, window
     #: reached, 421s, seconds; see mailsift.smtp.pacing.DomainStats).
     domains: list[dict[str, Any]] = field(default_factory=list)
+
+    #: The peak RSS of the flow's process (MB) by the end of each step: where memory goes.
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, step: str, started: float) -> None:
+        """Record ``step``'s seconds since ``started`` (``time.perf_counter``) and the
+        process's peak RSS so far."""
+        self.timings[f"{step}_s"] = round(time.perf_counter() - started, 3)
+        self.peak_rss_mb[step] = peak_rss_mb()
 
     def as_counts(self) -> dict[str, int]:
         """The counts the ``runs`` table keeps."""
@@ -309,7 +328,7 @@ def verify_and_load(
         for row in rows:
             path.note_result(row)
         logger.info("progress: %d/%d addresses verified (%.0f%%)", done, total, 100 * done / total)
-    counters.timings["verify_s"] = round(time.perf_counter() - started, 3)
+    counters.timed("verify", started)
     counters.domains = costs.rows()
     if dns_errors:  # was it the resolver? (asked once; the engine caches the answer)
         path.note_resolver(resolver_health_sync(settings))
@@ -392,6 +411,7 @@ def summarize(flow_name: str, counters: RunCounters, by_status: dict[str, int],
         "exports": exports or {},
         "report": None,
         "timings_s": counters.timings,
+        "peak_rss_mb": counters.peak_rss_mb,
     }
     if counters.smtp_note:
         summary["warning"] = counters.smtp_note
@@ -422,7 +442,7 @@ def complete_run(wh: Warehouse, run_id: str, summary: dict[str, Any], counters: 
     if report_path is not None:
         t0 = time.perf_counter()
         summary["report"] = write_run_report(wh, report_path)
-        counters.timings["report_s"] = round(time.perf_counter() - t0, 3)
+        counters.timed("report", t0)
         wh.finish_run(run_id, status="completed", finished_at=utcnow(), summary=summary,
                       **counters.as_counts())
     create_markdown_artifact(markdown=summary_markdown(summary), key=f"{summary['flow']}-summary",
@@ -485,9 +505,12 @@ def fail_run(wh: Warehouse, run_id: str, exc: BaseException, counters: RunCounte
 
 
 def counts(results: pl.DataFrame, column: str) -> dict[str, int]:
+    """How many results have each value of ``column`` (counted by polars: a million
+    results are not turned into Python objects)."""
     if results.height == 0:
         return {}
-    return dict(Counter(results.get_column(column).to_list()))
+    counted = results.get_column(column).value_counts()
+    return {value: int(n) for value, n in counted.iter_rows()}
 
 
 def write_results(results: pl.DataFrame, work_dir: str) -> str:

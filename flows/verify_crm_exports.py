@@ -112,18 +112,18 @@ def verify_crm_exports(
         counters.n_source_rows = info["n_rows"]
         counters.n_without_email = info["n_without_email"]
         counters.n_unique = info["n_unique"]
-        counters.timings["extract_s"] = round(time.perf_counter() - t0, 3)
+        counters.timed("extract", t0)
 
         with Warehouse.open(ctx.db_path) as wh:
             begin_run(wh, run_id, FLOW_NAME, ctx.backend)
             try:
-                result, results = _run(wh, info, ctx, counters, sources, max_age_days,
-                                       retry_unknown_after_minutes, max_unknown_share,
-                                       batch_size, out_dir, excel)
+                result, results_path = _run(wh, info, ctx, counters, sources, max_age_days,
+                                            retry_unknown_after_minutes, max_unknown_share,
+                                            batch_size, out_dir, excel)
                 if webhook_url:
                     result["webhooks"] = push_webhooks(
-                        wh, run_id, webhook_url, webhook_secret_env, webhook_retry_waits_minutes, results,
-                        webhook_format,
+                        wh, run_id, webhook_url, webhook_secret_env, webhook_retry_waits_minutes,
+                        pl.read_parquet(results_path), webhook_format,
                     )
                 return complete_run(wh, run_id, result, counters, Path(out_dir) / "report.html")
             except (MailsiftError, OSError, MemoryError) as exc:  # one line, the run closed
@@ -135,8 +135,8 @@ def verify_crm_exports(
 def _run(wh: Warehouse, info: dict[str, Any], ctx: RunContext, counters: RunCounters,
          sources: list[str], max_age_days: int, retry_unknown_after_minutes: int,
          max_unknown_share: float, batch_size: int, out_dir: str, excel: bool
-         ) -> tuple[dict[str, Any], pl.DataFrame]:
-    """Load, verify, gate and export; returns the summary and the run's results."""
+         ) -> tuple[dict[str, Any], str]:
+    """Load, verify, gate and export; returns the summary and the run's results file."""
     run_id, work_dir = ctx.run_id, ctx.work_dir
     t0 = time.perf_counter()
     seen_at = utcnow()
@@ -150,7 +150,7 @@ def _run(wh: Warehouse, info: dict[str, Any], ctx: RunContext, counters: RunCoun
     )
     counters.n_from_warehouse = fresh.height
     to_verify = unique.join(fresh.select("email"), on="email", how="anti")
-    counters.timings["load_contacts_s"] = round(time.perf_counter() - t0, 3)
+    counters.timed("load_contacts", t0)
     get_run_logger().info(
         "%d addresses have a fresh result in the warehouse, %d to verify",
         counters.n_from_warehouse, to_verify.height,
@@ -159,18 +159,21 @@ def _run(wh: Warehouse, info: dict[str, Any], ctx: RunContext, counters: RunCoun
                     batch_size=batch_size, counters=counters)
 
     results = wh.latest(unique.get_column("email"))
+    del unique
     results_path = write_results(results, work_dir)
+    by_status, by_reason = counts(results, "status"), counts(results, "reason")
+    del results  # the gate and the export read the file: one copy of the results at a time
     t0 = time.perf_counter()
     gate = gate_results(wh, results_path, run_id=run_id, scope="run",
                         max_unknown_share=max_unknown_share, max_age_days=max_age_days)
-    counters.timings["gate_s"] = round(time.perf_counter() - t0, 3)
+    counters.timed("gate", t0)
     t0 = time.perf_counter()
     exported = write_exports(info["rows"], results_path, out_dir, excel, return_state=True)
     if exported.is_failed():  # a full disk: the ResourceError it carries, one line
         raise exported.result(raise_on_failure=False)
     exports = exported.result()
-    counters.timings["export_s"] = round(time.perf_counter() - t0, 3)
-    summary = summarize(FLOW_NAME, counters, counts(results, "status"), counts(results, "reason"),
+    counters.timed("export", t0)
+    summary = summarize(FLOW_NAME, counters, by_status, by_reason,
                         gate, exports, ctx=ctx, sources=sources, max_age_days=max_age_days,
                         max_unknown_share=max_unknown_share)
-    return summary, results
+    return summary, results_path

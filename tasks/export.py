@@ -152,7 +152,7 @@ def check_out_dir(out_dir: Path | str) -> Path:
 
 def export_by_status(
     rows: pl.DataFrame | str | os.PathLike[str],
-    results: pl.DataFrame,
+    results: pl.DataFrame | str | os.PathLike[str],
     out_dir: Path,
     *,
     excel: bool = False,
@@ -164,7 +164,8 @@ def export_by_status(
     ``rows``: the source rows (original columns plus ``__ms_*``; ``__ms_key`` is computed
     when missing), as a frame or as the path of a Parquet file, which is read
     ``batch_rows`` rows at a time: memory grows with the results and one batch, not with
-    the source rows (5 M rows never sit in memory at once). ``results``: one row per
+    the source rows (5 M rows never sit in memory at once). ``results`` (a frame, or the
+    path of a Parquet file, of which only the columns used are read): one row per
     address with ``status``, ``score``, ``reason``, ``suggestion``, ``verified_at``,
     keyed by ``__ms_key`` or ``key`` when present, else by ``email`` compared lower-cased
     (the ``email`` of :func:`tasks.normalize.dedupe`). ``excel``: UTF-8 with a byte order
@@ -301,34 +302,40 @@ def _text(typed: pl.DataFrame) -> pl.DataFrame:
     return neutralize_formulas(typed.with_columns(_iso_utc(name, typed.schema[name])))
 
 
-def _prepared_results(results: pl.DataFrame) -> pl.DataFrame:
-    """Results keyed for the join, one row per key (the last one wins), typed."""
-    if "__ms_key" in results.columns:
+def _prepared_results(results: pl.DataFrame | str | os.PathLike[str]) -> pl.DataFrame:
+    """Results keyed for the join, one row per key (the last one wins), typed. From a
+    Parquet file only the columns used are read, straight into this one frame (a million
+    results are not held twice)."""
+    lazy = results.lazy() if isinstance(results, pl.DataFrame) else pl.scan_parquet(results)
+    schema = lazy.collect_schema()
+    columns = schema.names()
+    if "__ms_key" in columns:
         key = pl.col("__ms_key")
-    elif "key" in results.columns:
+    elif "key" in columns:
         key = pl.col("key")
-    elif "email" in results.columns:
+    elif "email" in columns:
         key = pl.col("email").str.to_lowercase()
     else:
         raise ValueError("results need an `email` (or `key` / `__ms_key`) column")
-    missing = [c for c in ("status",) if c not in results.columns]
+    missing = [c for c in ("status",) if c not in columns]
     if missing:
         raise ValueError(f"results lack columns: {', '.join(missing)}")
     exprs = [key.cast(pl.String).alias(_RESULT_KEY)]
     for name in RESULT_COLUMNS[1:]:
-        if name not in results.columns:
+        if name not in columns:
             dtype = pl.Datetime("us", "UTC") if name == "verified_at" else pl.String
             exprs.append(pl.lit(None, dtype=dtype).alias(name))
         elif name == "verified_at":
-            exprs.append(_utc_timestamp(results.schema[name]).alias(name))
+            exprs.append(_utc_timestamp(schema[name]).alias(name))
         elif name == "score":
             exprs.append(pl.col(name).cast(pl.Float64, strict=False))
         else:
             exprs.append(pl.col(name).cast(pl.String))
     return (
-        results.select(exprs)
+        lazy.select(exprs)
         .filter(pl.col(_RESULT_KEY).is_not_null())
         .unique(_RESULT_KEY, keep="last", maintain_order=True)
+        .collect()
     )
 
 
