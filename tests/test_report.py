@@ -19,8 +19,11 @@ import polars as pl
 import pytest
 
 from mailsift.result import Checks, VerificationResult
+from tests.pg_fixtures import pg_server, pg_url
 from warehouse import Warehouse, results_frame
-from warehouse.report import write_report
+from warehouse.report import collect, write_report
+
+__all__ = ["pg_server", "pg_url"]  # the fixtures, imported for pytest
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 EVIL_SOURCE = 'crm/<script>alert("src")</script>&co.csv'
@@ -54,11 +57,17 @@ def load_run(wh: Warehouse, run_id: str, flow: str, at: datetime, sources: dict[
 @pytest.fixture(scope="module")
 def warehouse_file(tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("report") / "wh.duckdb"
+    fill(db)
+    return db
+
+
+def fill(target: Path | str) -> None:
+    """Two runs a month apart, their gates and a warehouse-wide gate."""
     t1, t2 = NOW - timedelta(days=40), NOW - timedelta(days=3)
     good = [f"p{i}@good.test" for i in range(10)]
     bad = [f"gone{i}@bad.test" for i in range(3)] + ["slow@bad.test"]
     team = ["info@corp.test", "a@corp.test", "b@corp.test"]
-    with Warehouse.open(db) as wh:
+    with Warehouse.open(target) as wh:
         first = ([result(e, "valid", "accepted", t1, free_provider=True) for e in good]
                  + [result(e, "invalid", "mailbox_not_found", t1) for e in bad[:3]]
                  + [result("slow@bad.test", "unknown", "greylisted", t1),
@@ -81,7 +90,21 @@ def warehouse_file(tmp_path_factory) -> Path:
                               failed_expectations=["unknown_share_within_threshold"])
         wh.record_quality_run(scope="warehouse", checked_at=t2 + timedelta(hours=1), is_passed=True,
                               n_rows=18, unknown_share=0.0, max_unknown_share=0.2)
-    return db
+
+
+def test_the_shared_postgresql_warehouse_gives_the_same_report(warehouse_file: Path, pg_url: str) -> None:
+    # On PostgreSQL every query of the report reads one snapshot of the tables (copied
+    # once, not once per query): its figures are the DuckDB file's, to the last count.
+    fill(pg_url)
+    with Warehouse.open(warehouse_file, read_only=True) as wh:
+        local = collect(wh)
+    with Warehouse.open(pg_url) as wh:
+        shared = collect(wh)
+    assert local.n_addresses == 18
+    for name in ("totals", "status_now", "reasons_now", "status_history", "reason_history",
+                 "transitions", "n_rechecked", "changed", "worst_sources", "worst_domains",
+                 "signals", "gates"):
+        assert getattr(shared, name) == getattr(local, name), name
 
 
 def sql(db: Path, query: str) -> list[tuple]:

@@ -242,8 +242,10 @@ def collect(wh: Warehouse) -> HealthData:
     On DuckDB ``report_latest`` is a TEMP snapshot; where the warehouse takes no
     statement that creates one (PostgreSQL: ``query`` runs read-only DuckDB SQL over a
     snapshot of its own), the queries read ``latest_verifications`` itself."""
-    if wh.dialect != "duckdb":
-        return _collect(wh, "latest_verifications")
+    if wh.dialect != "duckdb":  # one snapshot of the tables for every query
+        sqls = [sql.replace("report_latest", "latest_verifications") for sql in QUERIES.values()]
+        with wh.snapshot(sqls) as snap:  # type: ignore[attr-defined]
+            return _collect(snap, "latest_verifications")
     wh.query(SNAPSHOT)
     try:
         return _collect(wh, "report_latest")
@@ -251,7 +253,9 @@ def collect(wh: Warehouse) -> HealthData:
         wh.query("DROP TABLE IF EXISTS temp.report_latest")
 
 
-def _collect(wh: Warehouse, latest: str) -> HealthData:
+def _collect(wh: Any, latest: str) -> HealthData:
+    """The figures, from ``wh``: a Warehouse, or a PostgreSQL warehouse's snapshot (both
+    have ``query`` and ``path``)."""
     def _rows(name: str) -> list[dict[str, Any]]:
         return wh.query(QUERIES[name].replace("report_latest", latest)).to_dicts()
 
