@@ -109,31 +109,6 @@ async def test_rate_replies_at_rcpt_are_asked_again_not_given_up(net: Net):
     assert prober.domain_stats["rate.test"].budget_spent
 
 
-async def test_batches_of_one_domain_probed_at_once_share_its_sessions(net: Net):
-    """Five calls for one domain at once (the pipeline's batches of a big domain, all
-    handed to one engine) are one run: one queue for the domain's one allowed
-    connection, the RCPTs of all five in its transactions, one catch-all probe; and
-    each call gets its own addresses' outcomes, in its order."""
-    boxes = {f"u{i}@shared.test" for i in range(0, 100, 3)}
-    server = net.server("accept", mailboxes=boxes, latency=0.02)
-    prober = net.prober(
-        per_domain_concurrency=1, max_per_domain_concurrency=1, max_rcpt_per_connection=500
-    )
-    calls = [[f"u{i}@shared.test" for i in range(n, 100, 5)] for n in range(5)]
-    probes = await asyncio.gather(*(prober.probe("shared.test", [server.host], c) for c in calls))
-
-    for emails, probe in zip(calls, probes, strict=True):
-        assert [o.email for o in probe.outcomes] == emails
-        assert kinds(probe) == ["accepted" if e in boxes else "not_found" for e in emails]
-    # one session carried them all (five runs would need five, one after another)
-    assert server.connections == 1
-    rcpts = server.commands("RCPT")
-    assert len(rcpts) == 100 + 1  # each address once, and the random catch-all probe
-    stats = prober.domain_stats["shared.test"]
-    assert stats.addresses == 100 and stats.connections == 1
-    assert sum(p.connections for p in probes) == 1  # counted once, by the call that ran it
-
-
 def test_which_replies_are_rate_pressure():
     assert is_rate_reply(421, "4.7.0 Too many concurrent connections, try again later")
     assert is_rate_reply(451, "4.7.1 Rate limit exceeded, slow down")

@@ -46,9 +46,6 @@ class SmtpProber:
         self._problem = settings_problem(settings)
         #: What each domain cost so far (connections, RCPTs, window, refusals, time).
         self.domain_stats: dict[str, DomainStats] = {}
-        #: The run each domain (per loop and MX host set) has in progress, which later
-        #: calls for the same domain join (:meth:`DomainRun.join`).
-        self._active: dict[tuple[asyncio.AbstractEventLoop, str, tuple[str, ...]], DomainRun] = {}
 
     def _scheduler(self) -> Scheduler:
         loop = asyncio.get_running_loop()
@@ -85,63 +82,6 @@ class SmtpProber:
     async def aclose(self) -> None:
         """Nothing is kept open between calls; here for symmetry with other backends."""
 
-    async def _run(
-        self,
-        key: str,
-        hosts: list[str],
-        window_key: tuple[str, ...],
-        todo: dict[str, list[int]],
-        needs_utf8: bool,
-        stats: DomainStats,
-        active_key: tuple[asyncio.AbstractEventLoop, str, tuple[str, ...]],
-    ) -> DomainRun:
-        """A new run for ``key``'s addresses ``todo``, open to later calls (joins) until
-        it ends; returns it with every address it was given settled."""
-        want = (
-            self.settings.catch_all_check
-            and key.isascii()  # an A-label; a U-label would need SMTPUTF8 for the probe
-            and address_problem(f"x@{key}") is None
-            and key not in self._catch_all
-            and key not in self._catch_all_pending
-        )
-        if want:
-            self._catch_all_pending.add(key)
-        scheduler = self._scheduler()
-        window = scheduler.window(
-            window_key, self.settings.per_domain_concurrency, self.ceiling(hosts)
-        )
-        run = DomainRun(
-            prober=self,
-            domain=key,
-            mx_hosts=hosts,
-            queue=deque(todo),
-            want_catch_all=want,
-            needs_utf8=needs_utf8,
-            scheduler=scheduler,
-            window=window,
-            stats=stats,
-        )
-        self._active[active_key] = run
-        try:
-            await run.execute()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("smtp probe of %s failed", key)
-            failure = Failure("error", None, f"internal error: {type(exc).__name__}", None)
-            for email in run.emails or todo:
-                run.results.setdefault(email, failure.outcome(email))
-        finally:
-            if self._active.get(active_key) is run:
-                del self._active[active_key]
-            run.done.set()  # joined calls read their outcomes (or, cancelled, "not probed")
-            if want:
-                self._catch_all_pending.discard(key)
-            stats.window = max(stats.window, window.peak)
-            stats.slow = stats.slow or window.slow
-            stats.cap = window.cap
-        return run
-
     async def probe(
         self, domain: str, mx_hosts: Sequence[str], emails: Sequence[str]
     ) -> DomainProbe:
@@ -164,24 +104,53 @@ class SmtpProber:
                 todo.setdefault(email, []).append(i)
         hosts = [h for h in mx_hosts if isinstance(h, str) and h and not has_control(h)]
         run: DomainRun | None = None
-        joined = False  # our addresses went into another call's run of this domain
         results: dict[str, RcptOutcome] = {}
         if todo and not hosts:
             failure = Failure("unreachable", None, "no usable MX host", None)
             results = {email: failure.outcome(email) for email in todo}
         elif todo:
+            want = (
+                self.settings.catch_all_check
+                and key.isascii()  # an A-label; a U-label would need SMTPUTF8 for the probe
+                and address_problem(f"x@{key}") is None
+                and key not in self._catch_all
+                and key not in self._catch_all_pending
+            )
+            if want:
+                self._catch_all_pending.add(key)
+            scheduler = self._scheduler()
             window_key = tuple(h.lower().rstrip(".") for h in hosts)
-            needs_utf8 = any(not e.isascii() for e in todo)
+            window = scheduler.window(
+                window_key, self.settings.per_domain_concurrency, self.ceiling(hosts)
+            )
             stats = self.stats_of(key)
             stats.addresses += len(todo)
-            active_key = (asyncio.get_running_loop(), key, window_key)
-            active = self._active.get(active_key)
-            if active is not None and active.join(list(todo), needs_utf8):
-                # another batch of this domain is being probed: its sessions take ours
-                run, joined = active, True
-                await run.done.wait()
-            else:
-                run = await self._run(key, hosts, window_key, todo, needs_utf8, stats, active_key)
+            run = DomainRun(
+                prober=self,
+                domain=key,
+                mx_hosts=hosts,
+                queue=deque(todo),
+                want_catch_all=want,
+                needs_utf8=any(not e.isascii() for e in todo),
+                scheduler=scheduler,
+                window=window,
+                stats=stats,
+            )
+            try:
+                await run.execute()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("smtp probe of %s failed", key)
+                failure = Failure("error", None, f"internal error: {type(exc).__name__}", None)
+                for email in todo:
+                    run.results.setdefault(email, failure.outcome(email))
+            finally:
+                if want:
+                    self._catch_all_pending.discard(key)
+                stats.window = max(stats.window, window.peak)
+                stats.slow = stats.slow or window.slow
+                stats.cap = window.cap
             results = run.results
         for email, indexes in todo.items():
             outcome = results.get(email) or RcptOutcome(email, "error", None, "not probed", None)
@@ -195,7 +164,7 @@ class SmtpProber:
             domain=key,
             outcomes=tuple(o for o in outcomes if o is not None),
             catch_all=catch_all,
-            connections=run.connections if run is not None and not joined else 0,
+            connections=run.connections if run is not None else 0,
             failure=None
             if failure is None
             else ProbeFailure(

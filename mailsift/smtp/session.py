@@ -163,10 +163,6 @@ class DomainRun:
     budget: asyncio.Timeout | None = None
     started: float | None = None  # the first session's start (loop time)
     expired: bool = False
-    #: Set when :meth:`execute` has given every address its outcome (or was cancelled):
-    #: what the probe calls that joined this run wait for.
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    known: set[str] = field(default_factory=set)  # every address this run was given
 
     @property
     def settings(self) -> Settings:
@@ -252,7 +248,6 @@ class DomainRun:
         (``smtp_domain_budget``, counted from its first session) runs out."""
         loop = asyncio.get_running_loop()
         self.emails = list(self.queue)
-        self.known = set(self.emails)
         self.budget = asyncio.timeout(None)
         try:
             async with self.budget:
@@ -287,27 +282,6 @@ class DomainRun:
             self.results.setdefault(email, failure.outcome(email))
         self.queue.clear()
         self.weigh_rejections()
-
-    def join(self, emails: Sequence[str], needs_utf8: bool) -> bool:
-        """Take ``emails`` (more of this domain, from another probe call: another batch
-        of the same list) into this run while its sessions go on, so one domain split
-        over several batches still has one queue, one window's worth of sessions and up
-        to 100 recipients a transaction, as if it had come in one call. False when the
-        run is ending (its workers gone, its budget spent) or the addresses need
-        SMTPUTF8 that its transactions do not ask for: the caller then starts its own."""
-        if (
-            self.group is None
-            or self.workers == 0
-            or self.expired
-            or (needs_utf8 and not self.needs_utf8)
-        ):
-            return False
-        fresh = [e for e in dict.fromkeys(emails) if e not in self.known]
-        self.known.update(fresh)
-        self.emails.extend(fresh)
-        self.queue.extend(fresh)
-        self.maybe_spawn()
-        return True
 
     def launch(self) -> None:
         assert self.group is not None
