@@ -33,7 +33,7 @@ WORKER_COMMAND = f"prefect worker start --pool {WORK_POOL} --type process"
 #: On each probe host (``{scheduler}``: tcp://host:8786; ``{ip}``: this host's egress IP).
 PROBE_COMMAND = (
     "MAILSIFT_SOURCE_ADDRESS={ip} dask worker {scheduler} --no-nanny --nthreads 8 "
-    "--name probe-{ip} --no-dashboard"
+    "--name probe-{ip} --no-dashboard --preload tasks.steps"
 )
 
 DEPLOYMENTS: dict[str, dict[str, Any]] = {

@@ -40,7 +40,8 @@ class PipelineDefaults(BaseModel):
     #: 1,000: a Prefect task run costs ~17 ms of CPU in the flow's process and ~20 ms in
     #: its API server (benchmarks/bench_pipeline.py); at 500 a 10,000-address run spent
     #: 0.4-0.7 s more in its verify step than at 1,000, the engine alone's time at 1,000.
-    #: Batches of one domain are one engine run anyway (mailsift.smtp.session.DomainRun.join).
+    #: Batches of one domain share the engine's window for its MX hosts (one process, one
+    #: engine), so splitting a big domain costs sessions, not politeness.
     batch_size: int = Field(1000, ge=1, le=5000, description="Addresses per mapped verification task.")
     webhook_retry_waits_minutes: tuple[float, ...] = Field(
         (1, 2, 4, 8),

@@ -61,7 +61,7 @@ def dask_cluster(
                 subprocess.Popen(
                     [sys.executable, "-m", "distributed.cli.dask_worker", address, "--no-nanny",
                      "--nthreads", str(threads), "--host", ip, "--name", f"probe-{ip}",
-                     "--no-dashboard"],
+                     "--no-dashboard", "--preload", "tasks.steps"],
                     env={**quiet, "MAILSIFT_SOURCE_ADDRESS": ip},
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )
