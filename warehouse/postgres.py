@@ -53,7 +53,15 @@ from .frames import (
 from .migrations import check_schema, migrate
 from .redaction import redact_url
 from .schema import QUALITY_SCOPES, RUN_COUNT_COLUMNS, RUN_STATUSES
-from .store import Warehouse, _email_frame, _json, _text, _utc
+from .store import (
+    Warehouse,
+    _email_frame,
+    _json,
+    _never_verified_sql,
+    _stale_picks,
+    _text,
+    _utc,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -515,23 +523,10 @@ class PostgresWarehouse(Warehouse):
             raise ValueError("max_age_days must be >= 0")
         if limit is not None and limit < 0:
             raise ValueError("limit must be >= 0 or None")
-        picks = {
-            "statuses": [v.strip().lower() for v in statuses],
-            "domains": [v.strip().lower().rstrip(".") for v in domains],
-            "sources": [v.strip() for v in sources],
-            "emails": [v.strip().lower() for v in emails],
-        }
+        picks = _stale_picks(statuses, domains, sources, emails)
         if any(picks.values()):
             return self._stale_picked(max_age_days, limit, now, include_never_verified, picks)
-        never = (
-            """
-            UNION ALL
-            SELECT c.email, NULL FROM contacts AS c
-            WHERE NOT EXISTS (SELECT 1 FROM verifications AS v WHERE v.email = c.email)
-            """
-            if include_never_verified
-            else ""
-        )
+        never = _never_verified_sql(include_never_verified)
         with self._tx("stale_emails") as cur:
             cur.execute(
                 f"""
@@ -567,15 +562,7 @@ class PostgresWarehouse(Warehouse):
         rows = [(kind, value) for kind, values in picks.items() for value in values]
         frame = pl.DataFrame(rows, schema={"kind": pl.String, "value": pl.String}, orient="row")
         where = " AND ".join(conditions[kind] for kind, values in picks.items() if values)
-        never = (
-            """
-            UNION ALL
-            SELECT c.email, NULL FROM contacts AS c
-            WHERE NOT EXISTS (SELECT 1 FROM verifications AS v WHERE v.email = c.email)
-            """
-            if include_never_verified
-            else ""
-        )
+        never = _never_verified_sql(include_never_verified)
         with self._tx("stale_emails") as cur:
             self._stage(cur, "_mailsift_pick", frame)
             cur.execute(

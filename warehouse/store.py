@@ -111,6 +111,31 @@ def _email_frame(emails: Sequence[str] | pl.Series) -> pl.DataFrame:
     return series.drop_nulls().unique().to_frame()
 
 
+def _never_verified_sql(include: bool) -> str:
+    """The ``UNION ALL`` branch of :meth:`Warehouse.stale_emails` that adds the contacts
+    with no verification at all, as ``(email, NULL)`` rows (SQL both DuckDB and
+    PostgreSQL take); empty when not ``include``."""
+    if not include:
+        return ""
+    return """
+            UNION ALL
+            SELECT c.email, NULL FROM contacts AS c
+            WHERE NOT EXISTS (SELECT 1 FROM verifications AS v WHERE v.email = c.email)
+            """
+
+
+def _stale_picks(statuses: Sequence[str], domains: Sequence[str], sources: Sequence[str],
+                emails: Sequence[str]) -> dict[str, list[str]]:
+    """The narrowing lists of :meth:`Warehouse.stale_emails`, normalized as they are
+    compared: statuses, domains (no trailing dot) and emails lower-cased, sources trimmed."""
+    return {
+        "statuses": [v.strip().lower() for v in statuses],
+        "domains": [v.strip().lower().rstrip(".") for v in domains],
+        "sources": [v.strip() for v in sources],
+        "emails": [v.strip().lower() for v in emails],
+    }
+
+
 def _text(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} must be a non-empty str, got {value!r}")
@@ -500,21 +525,8 @@ class Warehouse:
             raise ValueError("max_age_days must be >= 0")
         if limit is not None and limit < 0:
             raise ValueError("limit must be >= 0 or None")
-        never = (
-            """
-            UNION ALL
-            SELECT c.email, NULL FROM contacts AS c
-            WHERE NOT EXISTS (SELECT 1 FROM verifications AS v WHERE v.email = c.email)
-            """
-            if include_never_verified
-            else ""
-        )
-        lists = {
-            "statuses": [s.strip().lower() for s in statuses],
-            "domains": [d.strip().lower().rstrip(".") for d in domains],
-            "sources": [s.strip() for s in sources],
-            "emails": [e.strip().lower() for e in emails],
-        }
+        never = _never_verified_sql(include_never_verified)
+        lists = _stale_picks(statuses, domains, sources, emails)
         filters = []
         if lists["statuses"]:
             filters.append("list_contains($statuses, l.status)")
