@@ -50,6 +50,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
+from mailsift import scratch
 from mailsift.errors import ConfigError
 from mailsift.result import STATUSES
 from tasks.normalize import EMAIL_RAW, KEY, normalize
@@ -417,7 +418,7 @@ def _sweep_leftovers(out: Path) -> None:
         if mark is None:
             continue
         pid = name[len(mark) :].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and scratch.is_alive(int(pid)):
             continue  # another export is writing right now
         if mark == _OLD_MARK and not out.exists():
             # a crash between the two renames: the previous exports go back in place
@@ -425,16 +426,6 @@ def _sweep_leftovers(out: Path) -> None:
                 os.rename(path, out)
             continue
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fsync_dir(path: Path) -> None:
