@@ -20,6 +20,7 @@ from flows.summary import md_text
 from mailsift.testing.http_server import HttpServer, Reply
 from mailsift.testing.world import World
 from mailsift.webhooks import verify_signature
+from tests.prefect_artifacts import summary_artifact
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -63,18 +64,6 @@ def run_flow(**params):
     from flows.verify_crm_exports import verify_crm_exports
 
     return verify_crm_exports(return_state=True, **params)
-
-
-def summary_artifact(state) -> str:
-    """The markdown of the run's summary artifact, as the Prefect UI shows it."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
-    (summary,) = [a for a in artifacts if (a.key or "").endswith("-summary")]
-    return str(summary.data)
 
 
 def test_run_twice_second_run_reuses_the_warehouse(crm_world: World, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from mailsift.testing.smtp_server import Behaviour
 from mailsift.testing.world import World
 from tests.cluster import dask_cluster
 from tests.pg_fixtures import pg_server, pg_url
+from tests.prefect_artifacts import summary_artifact
 from warehouse import Warehouse
 
 __all__ = ["pg_server", "pg_url"]  # the fixtures, imported for pytest
@@ -87,18 +88,6 @@ def test_three_probe_hosts_share_one_flow_run(
         assert client.read_global_concurrency_limit_by_name("mailsift-smtp-big.test").limit == 4
         with pytest.raises(ObjectNotFound):  # a domain inside one batch: one host, no limit needed
             client.read_global_concurrency_limit_by_name("mailsift-smtp-small.test")
-
-
-def summary_artifact(state) -> str:
-    """The markdown of the run's summary artifact, as the Prefect UI shows it."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
-    (summary,) = [a for a in artifacts if (a.key or "").endswith("-summary")]
-    return str(summary.data)
 
 
 def test_scale_out_deployments_land_on_their_work_pool(prefect_harness: str) -> None:
