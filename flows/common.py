@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import queue
-import random
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from mailsift.settings import BackendName, db_location
 from tasks.domain_costs import DomainCosts
 from tasks.limits import split_domains
 from tasks.normalize import batches_by_domain
+from tasks.placement import BatchPlacer
 from tasks.steps import quality_gate, start_gate_worker, verify_batch
 from tasks.verify import resolver_health_sync, settings_with
 from warehouse import RESULT_SCHEMA, Warehouse
@@ -133,23 +133,36 @@ def preload_gate() -> None:
     start_gate_worker()
 
 
-def spread_over_hosts(batches: list[list[str]]) -> list[list[str]]:
-    """``batches`` as planned while they run in this process; shuffled (a fixed seed) when
-    the flow's task runner sends them to other processes (the probe hosts of
-    :mod:`flows.scale_out`). A distributed scheduler hands queued tasks to its workers in
-    turn, so the round robin of :func:`plan_batches` over k domains would send every batch
-    of a domain to the same host when the host count divides k (measured: three domains,
-    three hosts, each domain on one host), and the per-IP caps would not be shared."""
+def probe_hosts() -> list[str] | None:
+    """The Dask workers (probe hosts) the flow's task runner sends batches to, or ``None``
+    when the batches run in this process (Prefect's thread pool)."""
     from prefect.context import FlowRunContext
     from prefect.task_runners import ThreadPoolTaskRunner
 
     context = FlowRunContext.get()
     runner = context.task_runner if context is not None else None
-    if runner is None or isinstance(runner, ThreadPoolTaskRunner) or len(batches) < 3:
-        return batches
-    shuffled = list(batches)
-    random.Random(len(batches)).shuffle(shuffled)
-    return shuffled
+    if runner is None or isinstance(runner, ThreadPoolTaskRunner) or not hasattr(runner, "client"):
+        return None
+    try:
+        return sorted(runner.client.scheduler_info()["workers"])
+    except Exception as exc:  # the scheduler's view only: Dask places the batches itself
+        get_run_logger().warning("could not list the probe hosts (%s): Dask places the batches", exc)
+        return None
+
+
+def submit_on(host: str | None, *args: Any, **kwargs: Any) -> PrefectFuture[Any]:
+    """``verify_batch.submit`` to run on ``host`` (a Dask worker's address) if it can:
+    another worker takes it when that one is gone (``allow_other_workers``)."""
+    if host is None:
+        return verify_batch.submit(*args, **kwargs)
+    import dask
+
+    with dask.annotate(workers=[host], allow_other_workers=True):
+        return verify_batch.submit(*args, **kwargs)
+
+
+#: Seconds between two looks at which probe hosts the cluster has (joined, left).
+HOSTS_REFRESH_S = 5.0
 
 
 def plan_batches(batches: list[list[str]]) -> list[list[str]]:
@@ -271,7 +284,6 @@ def verify_and_load(
     loses only the batches in flight. A refused API key stops the run."""
     logger = get_run_logger()
     batches = plan_batches(batches_by_domain(emails, batch_size=batch_size)) if emails.height else []
-    batches = spread_over_hosts(batches)
     if not batches:
         logger.info("nothing to verify: every address has a fresh result in the warehouse")
         return
@@ -282,32 +294,36 @@ def verify_and_load(
     started = time.perf_counter()
     # A sliding window of VERIFY_WORKERS batches in flight, not one map of all: a
     # future holds its batch's result rows, and once loaded nothing should (memory stays
-    # flat in the list's size).
-    pending = deque(zip(batches, split_domains(batches), strict=True))
+    # flat in the list's size). On probe hosts, the flow picks each batch's host itself
+    # (tasks/placement.py): every host holds some of each big domain's batches at a time.
+    hosts = probe_hosts()
+    placer = BatchPlacer(batches, hosts or ["here"], VERIFY_WORKERS)
+    shared = split_domains(batches)
     finished: queue.SimpleQueue[PrefectFuture[Any]] = queue.SimpleQueue()
-    in_flight = 0
+    placed: dict[Any, tuple[int, int]] = {}  # task run id -> (batch index, its size)
+    looked = time.monotonic()
 
-    sizes: dict[Any, int] = {}  # task run id -> addresses in its batch
+    def submit_ready() -> None:
+        while (next_batch := placer.place()) is not None:
+            index, host = next_batch
+            batch, batches[index] = batches[index], []  # the task holds it now, not the flow
+            future = submit_on(host if hosts else None, batch, overrides, shared[index], report_costs=True)
+            placed[future.task_run_id] = (index, len(batch))
+            future.add_done_callback(finished.put)
 
-    def submit_next() -> None:
-        nonlocal in_flight
-        batch, shared = pending.popleft()
-        future = verify_batch.submit(batch, overrides, shared, report_costs=True)
-        sizes[future.task_run_id] = len(batch)
-        future.add_done_callback(finished.put)
-        in_flight += 1
-
-    for _ in range(min(VERIFY_WORKERS, len(pending))):
-        submit_next()
+    submit_ready()
     done = 0
     path = PathDiagnostics(smtp_port=settings.smtp_port, helo_hostname=settings.helo_hostname)
     dns_errors = 0
-    while in_flight:
+    while placed:
         future = finished.get()
-        in_flight -= 1
-        if pending:
-            submit_next()
-        size = sizes.pop(future.task_run_id, 0)
+        index, size = placed.pop(future.task_run_id)
+        placer.done(index)
+        if hosts and placer.pending and time.monotonic() - looked > HOSTS_REFRESH_S:
+            looked = time.monotonic()
+            hosts = probe_hosts() or hosts  # none listed: keep placing on the last known
+            placer.set_hosts(hosts)
+        submit_ready()
         try:
             outcome = future.result()
         except BackendAuthError:
