@@ -133,9 +133,9 @@ def preload_gate() -> None:
     start_gate_worker()
 
 
-def probe_hosts() -> list[str] | None:
-    """The Dask workers (probe hosts) the flow's task runner sends batches to, or ``None``
-    when the batches run in this process (Prefect's thread pool)."""
+def probe_hosts() -> dict[str, int] | None:
+    """The Dask workers (probe hosts) the flow's task runner sends batches to, each with
+    its threads, or ``None`` when the batches run in this process (Prefect's thread pool)."""
     from prefect.context import FlowRunContext
     from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -144,7 +144,8 @@ def probe_hosts() -> list[str] | None:
     if runner is None or isinstance(runner, ThreadPoolTaskRunner) or not hasattr(runner, "client"):
         return None
     try:
-        return sorted(runner.client.scheduler_info()["workers"])
+        workers = runner.client.scheduler_info()["workers"]
+        return {address: int(info.get("nthreads") or 1) for address, info in sorted(workers.items())}
     except Exception as exc:  # the scheduler's view only: Dask places the batches itself
         get_run_logger().warning("could not list the probe hosts (%s): Dask places the batches", exc)
         return None
@@ -297,7 +298,7 @@ def verify_and_load(
     # flat in the list's size). On probe hosts, the flow picks each batch's host itself
     # (tasks/placement.py): every host holds some of each big domain's batches at a time.
     hosts = probe_hosts()
-    placer = BatchPlacer(batches, hosts or ["here"], VERIFY_WORKERS)
+    placer = BatchPlacer(batches, hosts or {"here": VERIFY_WORKERS}, VERIFY_WORKERS)
     shared = split_domains(batches)
     finished: queue.SimpleQueue[PrefectFuture[Any]] = queue.SimpleQueue()
     placed: dict[Any, tuple[int, int]] = {}  # task run id -> (batch index, its size)

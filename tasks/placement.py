@@ -14,14 +14,15 @@ by their main domain (the domain most of the batch's addresses have), and gives 
 free slot the pending batch of the domain that host holds least, among those the domain
 with the most batches still pending first (the critical path: the biggest domain cannot
 finish before its last batch starts). Each host holds at most ``slots / hosts`` batches
-at once, so no host hoards the tail of the run.
+at once, and never more than it has threads: no host hoards the tail of the run, and no
+batch waits on a busy host, where Dask's work stealing could move it elsewhere.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = ["BatchPlacer", "main_domain"]
 
@@ -36,13 +37,16 @@ def main_domain(batch: Sequence[str]) -> str:
 class BatchPlacer:
     """Places ``batches`` (by index) on hosts, ``slots`` batches in flight in all.
 
-    ``place()`` gives the next ``(batch index, host)`` while a host has a free slot and a
-    batch is pending; ``done(index)`` frees its slot. ``set_hosts`` follows the cluster:
+    ``hosts``: host names, or a mapping of each host to the batches it can run at once
+    (a Dask worker's threads). ``place()`` gives the next ``(batch index, host)`` while a
+    host has a free slot and a batch is pending; ``done(index)`` frees its slot.
+    ``set_hosts`` follows the cluster:
     a host that left gets nothing more (what it ran is finished by whoever reruns it, and
     freed by ``done`` all the same); a host that joined gets its share from then on.
     """
 
-    def __init__(self, batches: Sequence[Sequence[str]], hosts: Iterable[str], slots: int) -> None:
+    def __init__(self, batches: Sequence[Sequence[str]], hosts: Iterable[str] | Mapping[str, int],
+                 slots: int) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
         self._slots = slots
@@ -51,7 +55,7 @@ class BatchPlacer:
             self._lanes.setdefault(main_domain(batch), deque()).append(index)
         self._load: dict[str, Counter[str]] = {}  # host -> main domain -> batches in flight
         self._running: dict[int, tuple[str, str]] = {}  # batch index -> (host, main domain)
-        self._hosts: list[str] = []
+        self._hosts: dict[str, int] = {}  # host -> batches it can run at once
         self.set_hosts(hosts)
 
     @property
@@ -61,11 +65,18 @@ class BatchPlacer:
 
     @property
     def per_host(self) -> int:
-        """Batches one host holds at once at most."""
+        """Batches one host holds at once at most (its threads permitting)."""
         return max(1, math.ceil(self._slots / max(1, len(self._hosts))))
 
-    def set_hosts(self, hosts: Iterable[str]) -> None:
-        self._hosts = list(dict.fromkeys(hosts))
+    def capacity(self, host: str) -> int:
+        """Batches ``host`` holds at once at most: its share of the slots, within its threads."""
+        return max(1, min(self.per_host, self._hosts.get(host, 0)))
+
+    def set_hosts(self, hosts: Iterable[str] | Mapping[str, int]) -> None:
+        if isinstance(hosts, Mapping):
+            self._hosts = {h: max(1, int(n)) for h, n in hosts.items()}
+        else:
+            self._hosts = dict.fromkeys(hosts, self._slots)
         for host in self._hosts:
             self._load.setdefault(host, Counter())
 
@@ -77,7 +88,7 @@ class BatchPlacer:
         host with a free slot)."""
         if not self._lanes:
             return None
-        free = [h for h in self._hosts if self.in_flight(h) < self.per_host]
+        free = [h for h in self._hosts if self.in_flight(h) < self.capacity(h)]
         if not free:
             return None
         host = min(free, key=self.in_flight)  # the emptiest host first (stable: list order)

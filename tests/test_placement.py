@@ -109,3 +109,17 @@ def test_every_batch_is_placed_exactly_once_whatever_the_mix() -> None:
     assert sorted(seen) == list(range(len(batches)))
     with pytest.raises(ValueError):
         BatchPlacer(batches, ["h1"], 0)
+
+
+def test_a_host_is_never_given_more_batches_than_it_has_threads() -> None:
+    # a batch queued on a busy Dask worker waits there, or is stolen by another worker
+    # whatever its domain: the placer keeps it until a host has a thread for it
+    batches = lists({"a.test": 20, "b.test": 20})
+    placer = BatchPlacer(batches, {"h1": 2, "h2": 8}, 32)
+    first = list(iter(placer.place, None))
+    assert Counter(h for _, h in first) == {"h1": 2, "h2": 8}
+    assert {main_domain(batches[i]) for i, h in first if h == "h1"} == {"a.test", "b.test"}
+    index, host = first[0]
+    placer.done(index)  # a thread is free on that host, and only there
+    again = placer.place()
+    assert again is not None and again[1] == host and placer.place() is None
