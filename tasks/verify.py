@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import gc
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -26,13 +27,32 @@ from mailsift.settings import Settings
 __all__ = ["domain_stats_sync", "engine_for", "freeze_heap", "resolver_health_sync", "stats_between", "run_on_engine_loop", "settings_with", "verify_batch_sync"]
 
 
+_SETTINGS: dict[str, Settings] = {}  # what settings_with built, by its inputs
+_SETTINGS_LOCK = threading.Lock()
+
+
 def settings_with(overrides: dict[str, Any] | None = None) -> Settings:
     """Settings from the environment (``MAILSIFT_*``), with explicit overrides on top.
 
     Tasks rebuild their settings this way instead of receiving a Settings object, so no
-    secret (the API key) ever travels as a task parameter.
+    secret (the API key) ever travels as a task parameter. Settings are frozen and read
+    only ``MAILSIFT_*`` variables, so the same variables and overrides give the settings
+    built before (building them reads and validates the whole environment: 5-8 ms, paid
+    by every batch of a run; the key holds the values only inside this process).
     """
-    return Settings(**{k: v for k, v in (overrides or {}).items() if v is not None})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    key = repr((sorted((k.upper(), v) for k, v in os.environ.items() if k.upper().startswith("MAILSIFT_")),
+                sorted(given.items(), key=lambda kv: kv[0])))
+    with _SETTINGS_LOCK:
+        cached = _SETTINGS.get(key)
+    if cached is not None:
+        return cached
+    settings = Settings(**given)  # a validation error is raised each time, never cached
+    with _SETTINGS_LOCK:
+        if len(_SETTINGS) >= 16:  # a long-lived worker whose environment changes: stay small
+            _SETTINGS.clear()
+        _SETTINGS[key] = settings
+    return settings
 
 
 _HEAP_FROZEN = False
