@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import queue
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +29,14 @@ from tasks.domain_costs import DomainCosts
 from tasks.limits import split_domains
 from tasks.normalize import batches_by_domain
 from tasks.placement import BatchPlacer
-from tasks.steps import quality_gate, start_gate_worker, verify_batch
+from tasks.steps import (
+    discard_exports,
+    publish_exports,
+    quality_gate,
+    start_gate_worker,
+    verify_batch,
+    write_exports,
+)
 from tasks.verify import resolver_health_sync, settings_with
 from warehouse import RESULT_SCHEMA, Warehouse
 from warehouse.redaction import redact_url
@@ -38,7 +45,7 @@ __all__ = [
     "BackendChoice",
     "RunContext",
     "run_context",
-    "RunCounters", "VERIFY_WORKERS", "batch_failure", "mark_lost", "plan_batches", "preload_gate", "verify_and_load", "gate_results", "summarize", "complete_run", "push_webhooks",
+    "RunCounters", "VERIFY_WORKERS", "batch_failure", "gate_and_export", "mark_lost", "plan_batches", "preload_gate", "verify_and_load", "gate_results", "summarize", "complete_run", "push_webhooks",
     "fail_run",
     "begin_run",
     "contact_chunks",
@@ -355,6 +362,45 @@ def verify_and_load(
         counters.diagnoses = [d.to_dict() for d in diagnoses]
         for diagnosis in diagnoses:
             logger.warning("%s", diagnosis.message)
+
+
+def gate_and_export(
+    wh: Warehouse,
+    results_path: str,
+    rows_path: str,
+    out_dir: str,
+    *,
+    excel: bool,
+    run_id: str | None,
+    max_unknown_share: float,
+    max_age_days: int | None,
+    counters: RunCounters,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The quality gate and the exports at once: the exports are written beside
+    ``out_dir`` while the gate runs (in its worker process), and take ``out_dir``'s place
+    only when it passes, so nothing that fails the gate gets out, and the run does not
+    wait for the one after the other. Returns (gate report, export paths); raises what
+    :func:`gate_results` raises (the staged exports removed), or the export's
+    :class:`~mailsift.errors.ResourceError` (a full disk: the previous exports stay)."""
+    t0 = time.perf_counter()
+    staged = write_exports.submit(rows_path, results_path, out_dir, excel, publish=False)
+    try:
+        gate = gate_results(wh, results_path, run_id=run_id, scope="run",
+                            max_unknown_share=max_unknown_share, max_age_days=max_age_days)
+    except BaseException:
+        state = staged.wait() or staged.state
+        if state.is_completed() and isinstance(outcome := state.result(raise_on_failure=False), dict):
+            discard_exports(outcome)
+        raise
+    counters.timed("gate", t0)
+    t0 = time.perf_counter()
+    state = staged.wait() or staged.state
+    outcome = state.result(raise_on_failure=False)
+    if state.is_failed() or not isinstance(outcome, dict):  # a full disk: its ResourceError, one line
+        raise outcome if isinstance(outcome, BaseException) else resource_error(OSError(str(outcome)))
+    exports = publish_exports(outcome, out_dir)
+    counters.timed("export", t0)
+    return gate, exports
 
 
 def gate_results(

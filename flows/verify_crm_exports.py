@@ -30,7 +30,7 @@ from flows.common import (
     contact_chunks,
     counts,
     fail_run,
-    gate_results,
+    gate_and_export,
     preload_gate,
     push_webhooks,
     refuse_bad_urls,
@@ -43,7 +43,7 @@ from mailsift.errors import ConfigError, MailsiftError
 from mailsift.result import utcnow
 from pipeline.settings import DEFAULTS
 from tasks.export import check_out_dir
-from tasks.steps import extract_contacts, write_exports
+from tasks.steps import extract_contacts
 from warehouse import Warehouse
 
 __all__ = ["verify_crm_exports"]
@@ -163,16 +163,9 @@ def _run(wh: Warehouse, info: dict[str, Any], ctx: RunContext, counters: RunCoun
     results_path = write_results(results, work_dir)
     by_status, by_reason = counts(results, "status"), counts(results, "reason")
     del results  # the gate and the export read the file: one copy of the results at a time
-    t0 = time.perf_counter()
-    gate = gate_results(wh, results_path, run_id=run_id, scope="run",
-                        max_unknown_share=max_unknown_share, max_age_days=max_age_days)
-    counters.timed("gate", t0)
-    t0 = time.perf_counter()
-    exported = write_exports(info["rows"], results_path, out_dir, excel, return_state=True)
-    if exported.is_failed():  # a full disk: the ResourceError it carries, one line
-        raise exported.result(raise_on_failure=False)
-    exports = exported.result()
-    counters.timed("export", t0)
+    gate, exports = gate_and_export(wh, results_path, info["rows"], out_dir, excel=excel, run_id=run_id,
+                                    max_unknown_share=max_unknown_share, max_age_days=max_age_days,
+                                    counters=counters)
     summary = summarize(FLOW_NAME, counters, by_status, by_reason,
                         gate, exports, ctx=ctx, sources=sources, max_age_days=max_age_days,
                         max_unknown_share=max_unknown_share)

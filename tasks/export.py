@@ -65,7 +65,10 @@ __all__ = [
     "RESULT_COLUMNS",
     "RUN_FILES",
     "check_out_dir",
+    "discard_staged",
     "export_by_status",
+    "publish_staged",
+    "stage_by_status",
     "neutralize_formulas",
     "sources_have_bom",
 ]
@@ -160,7 +163,25 @@ def export_by_status(
     batch_rows: int = EXPORT_BATCH_ROWS,
 ) -> dict[str, Path]:
     """Write the five CSVs and ``results.parquet`` under ``out_dir``, replacing the
-    directory as a whole; return ``{"valid": path, ..., "no_email": path, "results": path}`` (``results.parquet``).
+    directory as a whole; return ``{"valid": path, ..., "no_email": path, "results": path}``
+    (``results.parquet``). :func:`stage_by_status` then :func:`publish_staged`."""
+    out = check_out_dir(out_dir)
+    return publish_staged(stage_by_status(rows, results, out, excel=excel, batch_rows=batch_rows), out)
+
+
+def stage_by_status(
+    rows: pl.DataFrame | str | os.PathLike[str],
+    results: pl.DataFrame | str | os.PathLike[str],
+    out_dir: Path,
+    *,
+    excel: bool = False,
+    batch_rows: int = EXPORT_BATCH_ROWS,
+) -> Path:
+    """Write the exports of :func:`export_by_status` into a new directory beside
+    ``out_dir`` (synced, nothing of ``out_dir`` touched) and return it: they replace
+    ``out_dir`` only with :func:`publish_staged`, or are removed with
+    :func:`discard_staged` (a pipeline writes them while its quality gate runs, and lets
+    them out only if it passes).
 
     ``rows``: the source rows (original columns plus ``__ms_*``; ``__ms_key`` is computed
     when missing), as a frame or as the path of a Parquet file, which is read
@@ -205,10 +226,25 @@ def export_by_status(
                 fh.flush()
                 os.fsync(fh.fileno())
 
-    _replace_dir(out, write)
+    return _staged_dir(out, write)
+
+
+def publish_staged(staging: Path, out_dir: Path) -> dict[str, Path]:
+    """Put the exports staged by :func:`stage_by_status` in ``out_dir``'s place (one
+    rename; the previous exports are removed); return their paths."""
+    out = Path(out_dir)
+    try:
+        _swap_into_place(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # the previous exports, swapped out
     paths = {name: out / f"{name}.csv" for name in OUTPUT_FILES}
     paths["results"] = out / PARQUET_FILE
     return paths
+
+
+def discard_staged(staging: Path) -> None:
+    """Remove exports staged by :func:`stage_by_status` (they never got out)."""
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 class _RowSource:
@@ -360,8 +396,9 @@ def _iso_utc(name: str, dtype: pl.DataType) -> pl.Expr:
 # ------------------------------------------------------------------- directory swap
 
 
-def _replace_dir(out: Path, write: Callable[[Path], None]) -> None:
-    """Let ``write`` fill (and fsync) a sibling directory, then put it in ``out``'s place."""
+def _staged_dir(out: Path, write: Callable[[Path], None]) -> Path:
+    """Let ``write`` fill (and fsync) a new sibling directory of ``out``; return it (a
+    failure removes it)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     _sweep_leftovers(out)
     staging = out.parent / f".{out.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:12]}"
@@ -369,9 +406,10 @@ def _replace_dir(out: Path, write: Callable[[Path], None]) -> None:
     try:
         write(staging)
         _fsync_dir(staging)
-        _swap_into_place(staging, out)
-    finally:
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:

@@ -163,10 +163,15 @@ def test_gate_failure_exports_nothing_and_records_it(world: World, tmp_path: Pat
         monkeypatch.setenv(key, value)
     src = write_export(tmp_path / "e.csv", ["a@acme.test"] + [f"u{i}@grey.test" for i in range(4)])
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "valid.csv").write_text("Email\nfrom-the-last-good-run@acme.test\n")  # the previous exports
     state = run_flow(sources=[str(src)], db=str(tmp_path / "wh.duckdb"), out_dir=str(out))
     assert state.is_failed()
     assert "unknown_share_within_threshold" in state.message
-    assert not out.exists() or not any(out.iterdir())
+    # the exports were written while the gate ran: none got out, none is left beside
+    assert [p.name for p in out.iterdir()] == ["valid.csv"]
+    assert (out / "valid.csv").read_text() == "Email\nfrom-the-last-good-run@acme.test\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == []
     rows = sql(tmp_path / "wh.duckdb", "SELECT is_passed, failed_expectations FROM quality_runs")
     assert rows == [(False, ["unknown_share_within_threshold"])]
     assert sql(tmp_path / "wh.duckdb", "SELECT status FROM runs")[0][0] == "gate_failed"
