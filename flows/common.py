@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import queue
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -46,7 +45,7 @@ __all__ = [
     "BackendChoice",
     "RunContext",
     "run_context",
-    "RunCounters", "VERIFY_WORKERS", "batch_failure", "gate_and_export", "mark_lost", "plan_batches", "preload_gate", "verify_and_load", "gate_results", "summarize", "complete_run", "push_webhooks",
+    "RunCounters", "VERIFY_WORKERS", "batch_failure", "gate_and_export", "mark_lost", "preload_gate", "verify_and_load", "gate_results", "summarize", "complete_run", "push_webhooks",
     "fail_run",
     "begin_run",
     "contact_chunks",
@@ -178,22 +177,6 @@ def submit_on(host: str | None, batch: list[str], *args: Any, **kwargs: Any) -> 
 HOSTS_REFRESH_S = 5.0
 
 
-def plan_batches(batches: list[list[str]]) -> list[list[str]]:
-    """Order batches so that the full batches of one large domain are spread among the
-    others (round robin by each batch's main domain): the first batches in flight hold
-    many domains, not five slices of gmail.com."""
-    queues: dict[str, list[list[str]]] = {}
-    for batch in batches:
-        main = Counter(e.rpartition("@")[2] for e in batch).most_common(1)[0][0] if batch else ""
-        queues.setdefault(main, []).append(batch)
-    ordered: list[list[str]] = []
-    lanes = list(queues.values())
-    while lanes:
-        ordered.extend(lane.pop(0) for lane in lanes)
-        lanes = [lane for lane in lanes if lane]
-    return ordered
-
-
 def run_context(backend: str | None, db: str | None, prefix: str) -> RunContext:
     """``backend`` ``default`` (or empty) and an empty ``db`` mean: from the settings."""
     settings = settings_with({"backend": None if backend in (None, "", "default") else backend})
@@ -296,7 +279,7 @@ def verify_and_load(
     append each batch to the warehouse as soon as it completes, so a crash or a kill
     loses only the batches in flight. A refused API key stops the run."""
     logger = get_run_logger()
-    batches = plan_batches(batches_by_domain(emails, batch_size=batch_size)) if emails.height else []
+    batches = batches_by_domain(emails, batch_size=batch_size) if emails.height else []
     if not batches:
         logger.info("nothing to verify: every address has a fresh result in the warehouse")
         return

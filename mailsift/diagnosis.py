@@ -119,6 +119,7 @@ class PathDiagnostics:
         # path -> sites that showed only it so far: kept as sites go by, so a new site
         # costs O(1), not a walk over every site (a run of 500 domains noted 10,000 results)
         self._only: dict[Path, int] = {}
+        self._sites: dict[str, str] = {}  # MX host -> its site (a run has far fewer hosts than results)
         self._examples: dict[Path, str] = {}
         self._said: set[Cause] = set()
         self._resolver: ResolverHealth | None = None
@@ -133,7 +134,11 @@ class PathDiagnostics:
         if reason == "smtp_disabled":
             return []
         path = smtp_path(reason, smtp_message, smtp_code)
-        site = site_of(mx_host) if mx_host else "?"
+        site = self._sites.get(mx_host) if mx_host else "?"
+        if site is None:
+            site = self._sites[mx_host] = site_of(mx_host)  # type: ignore[index]
+        if path in self._paths.get(site, ()) and path != "client_refused":
+            return []  # nothing new at this site (the common case: read without the lock)
         with self._lock:
             if path == "client_refused" and smtp_message and path not in self._examples:
                 self._examples[path] = smtp_message[:160]
@@ -152,10 +157,11 @@ class PathDiagnostics:
 
     def note_result(self, result: object) -> list[Diagnosis]:
         """:meth:`note` for a :class:`~mailsift.result.VerificationResult` or a row dict."""
-        get = result.get if isinstance(result, dict) else lambda k: getattr(result, k, None)
-        return self.note(
-            str(get("reason") or ""), get("smtp_message"), get("smtp_code"), get("mx_host")
-        )
+        if isinstance(result, dict):
+            return self.note(str(result.get("reason") or ""), result.get("smtp_message"),
+                             result.get("smtp_code"), result.get("mx_host"))
+        return self.note(str(getattr(result, "reason", "") or ""), getattr(result, "smtp_message", None),
+                         getattr(result, "smtp_code", None), getattr(result, "mx_host", None))
 
     def note_resolver(self, health: ResolverHealth | None) -> None:
         if health is not None and not health.ok and self._resolver is None:
