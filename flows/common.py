@@ -162,15 +162,16 @@ def submit_on(host: str | None, batch: list[str], *args: Any, **kwargs: Any) -> 
     """``verify_batch.submit`` to run on ``host`` (a Dask worker's address) if it can:
     another worker takes it when that one is gone (``allow_other_workers``).
 
-    The batch goes ``quote``d: Prefect would otherwise walk its thousand addresses
-    looking for futures, several times per task run (2-2.5 ms a walk, measured), on the
-    CPU the engine verifies with."""
+    In this process the batch goes ``quote``d: Prefect would otherwise walk its thousand
+    addresses looking for futures, several times per task run (2-2.5 ms a walk,
+    measured), on the CPU the engine verifies with. Not to Dask: prefect-dask rebuilds
+    the parameters before they travel, and a quoted list arrived as a list of one list."""
     if host is None:
         return verify_batch.submit(quote(batch), *args, **kwargs)
     import dask
 
     with dask.annotate(workers=[host], allow_other_workers=True):
-        return verify_batch.submit(quote(batch), *args, **kwargs)
+        return verify_batch.submit(batch, *args, **kwargs)
 
 
 #: Seconds between two looks at which probe hosts the cluster has (joined, left).

@@ -121,8 +121,12 @@ def test_a_probe_host_killed_mid_batch_loses_nothing(
         task_runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
     batches = [t.state.type.value for t in task_runs if t.name.startswith("verify-batch")]
-    assert sorted(set(batches)) == (["COMPLETED"] if not lost else ["COMPLETED", "CRASHED"])
-    # (a batch the dead host had queued but not started never became a Prefect task run)
+    assert set(batches) <= {"COMPLETED", "CRASHED"} and "COMPLETED" in batches
+    if not lost:
+        assert set(batches) == {"COMPLETED"}
+    # (a batch the dead host had queued, or had only just started, may never have become
+    # a Prefect task run: task runs reach the server as events, which a SIGKILL can beat;
+    # then there is nothing left running to mark)
     assert batches.count("CRASHED") <= summary["failed_batches"]
     assert summary["verified_now"] == len(stored)
     # the exports never call a lost address invalid: it is in unknown.csv until checked
