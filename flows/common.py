@@ -158,9 +158,15 @@ def probe_hosts() -> dict[str, int] | None:
         return None
 
 
+#: The placer's one "host" while no probe host is known: this process's thread pool, or
+#: a Dask cluster with no worker yet (Dask then places the batches).
+ANY_HOST = "any"
+
+
 def submit_on(host: str | None, batch: list[str], *args: Any, **kwargs: Any) -> PrefectFuture[Any]:
     """``verify_batch.submit`` to run on ``host`` (a Dask worker's address) if it can:
-    another worker takes it when that one is gone (``allow_other_workers``).
+    another worker takes it when that one is gone (``allow_other_workers``); ``None``:
+    in this process; :data:`ANY_HOST`: wherever Dask places it.
 
     In this process the batch goes ``quote``d: Prefect would otherwise walk its thousand
     addresses looking for futures, several times per task run (2-2.5 ms a walk,
@@ -168,6 +174,8 @@ def submit_on(host: str | None, batch: list[str], *args: Any, **kwargs: Any) -> 
     the parameters before they travel, and a quoted list arrived as a list of one list."""
     if host is None:
         return verify_batch.submit(quote(batch), *args, **kwargs)
+    if host == ANY_HOST:
+        return verify_batch.submit(batch, *args, **kwargs)
     import dask
 
     with dask.annotate(workers=[host], allow_other_workers=True):
@@ -293,8 +301,8 @@ def verify_and_load(
     # future holds its batch's result rows, and once loaded nothing should (memory stays
     # flat in the list's size). On probe hosts, the flow picks each batch's host itself
     # (tasks/placement.py): every host holds some of each big domain's batches at a time.
-    hosts = probe_hosts()
-    placer = BatchPlacer(batches, hosts or {"here": VERIFY_WORKERS}, VERIFY_WORKERS)
+    hosts = probe_hosts()  # None: this process's threads; else the Dask workers (maybe none yet)
+    placer = BatchPlacer(batches, hosts or {ANY_HOST: VERIFY_WORKERS}, VERIFY_WORKERS)
     shared = split_domains(batches)
     finished: queue.SimpleQueue[PrefectFuture[Any]] = queue.SimpleQueue()
     placed: dict[Any, tuple[int, int]] = {}  # task run id -> (batch index, its size)
@@ -304,7 +312,8 @@ def verify_and_load(
         while (next_batch := placer.place()) is not None:
             index, host = next_batch
             batch, batches[index] = batches[index], []  # the task holds it now, not the flow
-            future = submit_on(host if hosts else None, batch, overrides, shared[index], report_costs=True)
+            future = submit_on(None if hosts is None else host, batch, overrides, shared[index],
+                               report_costs=True)
             placed[future.task_run_id] = (index, len(batch))
             future.add_done_callback(finished.put)
 
@@ -316,10 +325,12 @@ def verify_and_load(
         future = finished.get()
         index, size = placed.pop(future.task_run_id)
         placer.done(index)
-        if hosts and placer.pending and time.monotonic() - looked > HOSTS_REFRESH_S:
+        if hosts is not None and placer.pending and time.monotonic() - looked > HOSTS_REFRESH_S:
             looked = time.monotonic()
-            hosts = probe_hosts() or hosts  # none listed: keep placing on the last known
-            placer.set_hosts(hosts)
+            fresh = probe_hosts()
+            if fresh:  # none listed: keep placing as before
+                hosts = fresh
+                placer.set_hosts(fresh)
         submit_ready()
         try:
             outcome = future.result()

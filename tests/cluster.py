@@ -76,7 +76,8 @@ def dask_cluster(
                     raise
                 time.sleep(0.5)
         try:
-            client.wait_for_workers(len(source_ips), timeout=max(1.0, deadline - time.monotonic()))
+            if source_ips:  # none: a scheduler alone, whose workers join later
+                client.wait_for_workers(len(source_ips), timeout=max(1.0, deadline - time.monotonic()))
         finally:
             client.close()
         yield address

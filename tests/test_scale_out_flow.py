@@ -8,6 +8,8 @@ connections per client IP (Postfix's per-client connection limit)."""
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,46 @@ def test_scale_out_deployments_land_on_their_work_pool(prefect_harness: str) -> 
             assert deployment.job_variables["env"] == {"MAILSIFT_DASK_SCHEDULER": "tcp://scheduler.internal:8786"}
         daily = client.read_deployment_by_name("reverify-stale/scale-out-daily")
         assert daily.schedules and daily.schedules[0].schedule.cron == "0 3 * * *"
+
+
+def test_a_probe_host_that_joins_after_the_run_started_gets_the_batches(
+    prefect_harness: str, cli_env: dict[str, str], world: World, tmp_path: Path, monkeypatch
+) -> None:
+    # the scheduler is up, no probe host yet: the flow cannot pick hosts, so Dask places
+    # the batches, which wait until a host joins; nothing is lost or verified twice
+    boxes = [f"user{i}@late.test" for i in range(20)]
+    (late_mx,) = world.add_domain("late.test", mailboxes=boxes[:15])
+    src = tmp_path / "export.csv"
+    with src.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["Email"], *([e] for e in boxes)])
+    env = {**cli_env, **world.env()}
+    for key, value in world.env().items():
+        monkeypatch.setenv(key, value)
+    from flows.scale_out import scaled
+    from flows.verify_crm_exports import verify_crm_exports
+
+    db = tmp_path / "mailsift.duckdb"
+    with dask_cluster((), env) as address:
+        worker = subprocess.Popen(  # joins a few seconds into the run
+            [sys.executable, "-c", "import time, runpy, sys; time.sleep(4); sys.argv = sys.argv[1:]; "
+             "runpy.run_module('distributed.cli.dask_worker', run_name='__main__')",
+             "dask-worker", address, "--no-nanny", "--nthreads", "2", "--host", "127.0.0.3",
+             "--no-dashboard"],
+            env={**env, "MAILSIFT_SOURCE_ADDRESS": "127.0.0.3"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            state = scaled(verify_crm_exports, address)(
+                sources=[str(src)], db=str(db), out_dir=str(tmp_path / "out"), batch_size=5,
+                max_unknown_share=1.0, return_state=True,
+            )
+        finally:
+            worker.terminate()
+            worker.wait(10)
+    assert state.is_completed(), state.message
+    with Warehouse.open(db, read_only=True) as wh:
+        stored = dict(wh.query("SELECT email, count(*) FROM verifications GROUP BY email").rows())
+        latest = dict(wh.query("SELECT email, status FROM latest_verifications").rows())
+    assert stored == {e: 1 for e in boxes}
+    assert latest == {e: "valid" if e in boxes[:15] else "invalid" for e in boxes}
+    assert set(late_mx.connections_by_ip) == {"127.0.0.3"}  # the host that joined did it
