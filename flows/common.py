@@ -388,13 +388,15 @@ def gate_and_export(
         gate = gate_results(wh, results_path, run_id=run_id, scope="run",
                             max_unknown_share=max_unknown_share, max_age_days=max_age_days)
     except BaseException:
-        state = staged.wait() or staged.state
+        staged.wait()
+        state = staged.state
         if state.is_completed() and isinstance(outcome := state.result(raise_on_failure=False), dict):
             discard_exports(outcome)
         raise
     counters.timed("gate", t0)
     t0 = time.perf_counter()
-    state = staged.wait() or staged.state
+    staged.wait()
+    state = staged.state
     outcome = state.result(raise_on_failure=False)
     if state.is_failed() or not isinstance(outcome, dict):  # a full disk: its ResourceError, one line
         raise outcome if isinstance(outcome, BaseException) else resource_error(OSError(str(outcome)))

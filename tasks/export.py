@@ -165,8 +165,7 @@ def export_by_status(
     """Write the five CSVs and ``results.parquet`` under ``out_dir``, replacing the
     directory as a whole; return ``{"valid": path, ..., "no_email": path, "results": path}``
     (``results.parquet``). :func:`stage_by_status` then :func:`publish_staged`."""
-    out = check_out_dir(out_dir)
-    return publish_staged(stage_by_status(rows, results, out, excel=excel, batch_rows=batch_rows), out)
+    return publish_staged(stage_by_status(rows, results, out_dir, excel=excel, batch_rows=batch_rows), out_dir)
 
 
 def stage_by_status(
@@ -232,7 +231,7 @@ def stage_by_status(
 def publish_staged(staging: Path, out_dir: Path) -> dict[str, Path]:
     """Put the exports staged by :func:`stage_by_status` in ``out_dir``'s place (one
     rename; the previous exports are removed); return their paths."""
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()  # as check_out_dir gave it to stage_by_status
     try:
         _swap_into_place(staging, out)
     finally:
