@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import queue
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 from prefect import get_run_logger
@@ -41,6 +42,9 @@ from tasks.verify import resolver_health_sync, settings_with
 from warehouse import RESULT_SCHEMA, Warehouse
 from warehouse.redaction import redact_url
 
+if TYPE_CHECKING:
+    from warehouse.report import Prefetched
+
 __all__ = [
     "BackendChoice",
     "RunContext",
@@ -50,6 +54,7 @@ __all__ = [
     "begin_run",
     "contact_chunks",
     "refuse_bad_urls",
+    "prefetch_run_report",
 ]
 
 #: The ``backend`` parameter: a select in the Prefect run form. ``default`` is the worker's
@@ -283,14 +288,20 @@ def verify_and_load(
     overrides: dict[str, Any],
     batch_size: int,
     counters: RunCounters,
+    meanwhile: Callable[[], None] | None = None,
 ) -> None:
     """Verify ``emails`` (columns email, domain) in mapped batches grouped by domain and
     append each batch to the warehouse as soon as it completes, so a crash or a kill
-    loses only the batches in flight. A refused API key stops the run."""
+    loses only the batches in flight. A refused API key stops the run.
+
+    ``meanwhile`` is called (in this thread, which holds the warehouse) once the first
+    batches are on their way: work the verification does not wait for."""
     logger = get_run_logger()
     batches = batches_by_domain(emails, batch_size=batch_size) if emails.height else []
     if not batches:
         logger.info("nothing to verify: every address has a fresh result in the warehouse")
+        if meanwhile is not None:
+            meanwhile()
         return
     total = emails.height
     logger.info("verifying %d addresses in %d batches", total, len(batches))
@@ -318,6 +329,8 @@ def verify_and_load(
             future.add_done_callback(finished.put)
 
     submit_ready()
+    if meanwhile is not None:
+        meanwhile()
     done = 0
     path = PathDiagnostics(smtp_port=settings.smtp_port, helo_hostname=settings.helo_hostname)
     dns_errors = 0
@@ -375,18 +388,21 @@ def gate_and_export(
     max_unknown_share: float,
     max_age_days: int | None,
     counters: RunCounters,
+    meanwhile: Callable[[], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The quality gate and the exports at once: the exports are written beside
     ``out_dir`` while the gate runs (in its worker process), and take ``out_dir``'s place
     only when it passes, so nothing that fails the gate gets out, and the run does not
-    wait for the one after the other. Returns (gate report, export paths); raises what
+    wait for the one after the other. ``meanwhile``: see :func:`gate_results`.
+    Returns (gate report, export paths); raises what
     :func:`gate_results` raises (the staged exports removed), or the export's
     :class:`~mailsift.errors.ResourceError` (a full disk: the previous exports stay)."""
     t0 = time.perf_counter()
     staged = write_exports.submit(rows_path, results_path, out_dir, excel, publish=False)
     try:
         gate = gate_results(wh, results_path, run_id=run_id, scope="run",
-                            max_unknown_share=max_unknown_share, max_age_days=max_age_days)
+                            max_unknown_share=max_unknown_share, max_age_days=max_age_days,
+                            meanwhile=meanwhile)
     except BaseException:
         staged.wait()
         state = staged.state
@@ -413,12 +429,23 @@ def gate_results(
     scope: str,
     max_unknown_share: float,
     max_age_days: int | None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Run the quality gate over the results file, record it, publish failures.
 
+    ``meanwhile`` is called in this thread (which holds the warehouse) while the gate
+    runs in another: work that must not change what the gate reads or records.
+
     Returns the report as a dict; raises :class:`QualityGateFailed` (listing the failed
     expectations) when it fails."""
-    report = quality_gate(results_path, max_unknown_share=max_unknown_share, max_age_days=max_age_days)
+    if meanwhile is None:
+        report = quality_gate(results_path, max_unknown_share=max_unknown_share,
+                              max_age_days=max_age_days)
+    else:
+        running = quality_gate.submit(results_path, max_unknown_share=max_unknown_share,
+                                      max_age_days=max_age_days)
+        meanwhile()
+        report = running.result()
     wh.record_quality_run(
         run_id=run_id,
         scope=scope,
@@ -486,27 +513,45 @@ def summarize(flow_name: str, counters: RunCounters, by_status: dict[str, int],
     return summary
 
 
-def write_run_report(wh: Warehouse, path: Path) -> str | None:
-    """Write the list-health report (:mod:`warehouse.report`) with the run's own connection;
-    a failure is a warning, never a failed run."""
+def prefetch_run_report(wh: Warehouse) -> Prefetched | None:
+    """While the quality gate runs in its own process, this thread would only wait: write
+    the warehouse's log into its file (so that the close at the run's end has little left
+    to write) and read the list-health report's figures that the end of the run does not
+    change (:func:`warehouse.report.prefetch`). A failure only loses the head start: the
+    report reads everything at the end then."""
+    from warehouse.report import prefetch
+
+    try:
+        wh.checkpoint()
+        return prefetch(wh)
+    except Exception as exc:  # the report's head start only
+        get_run_logger().warning("could not read the list-health report's figures early: %s", exc)
+        return None
+
+
+def write_run_report(wh: Warehouse, path: Path, prefetched: Prefetched | None = None) -> str | None:
+    """Write the list-health report (:mod:`warehouse.report`) with the run's own connection
+    (``prefetched``: what :func:`prefetch_run_report` read on it); a failure is a warning,
+    never a failed run."""
     from warehouse.report import write_report
 
     try:
-        return str(write_report(wh, path).resolve())
+        return str(write_report(wh, path, prefetched).resolve())
     except Exception as exc:  # the verdicts are in; a report we cannot write must not undo them
         get_run_logger().warning("could not write the list-health report %s: %s", path, exc)
         return None
 
 
 def complete_run(wh: Warehouse, run_id: str, summary: dict[str, Any], counters: RunCounters,
-               report_path: Path | None) -> dict[str, Any]:
+                 report_path: Path | None, prefetched: Prefetched | None = None) -> dict[str, Any]:
     """Close a completed run: record it, write its list-health report (which then shows
-    this run), publish the summary artifact (percent, words, paths) and log it."""
+    this run; ``prefetched``: see :func:`write_run_report`), publish the summary artifact
+    (percent, words, paths) and log it."""
     wh.finish_run(run_id, status="completed", finished_at=utcnow(), summary=summary,
                   **counters.as_counts())
     if report_path is not None:
         t0 = time.perf_counter()
-        summary["report"] = write_run_report(wh, report_path)
+        summary["report"] = write_run_report(wh, report_path, prefetched)
         counters.timed("report", t0)
         wh.finish_run(run_id, status="completed", finished_at=utcnow(), summary=summary,
                       **counters.as_counts())

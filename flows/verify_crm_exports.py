@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import polars as pl
 from prefect import flow, get_run_logger
@@ -31,6 +31,7 @@ from flows.common import (
     counts,
     fail_run,
     gate_and_export,
+    prefetch_run_report,
     preload_gate,
     push_webhooks,
     refuse_bad_urls,
@@ -45,6 +46,9 @@ from pipeline.settings import DEFAULTS
 from tasks.export import check_out_dir
 from tasks.steps import extract_contacts
 from warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from warehouse.report import Prefetched
 
 __all__ = ["verify_crm_exports"]
 
@@ -117,7 +121,7 @@ def verify_crm_exports(
         with Warehouse.open(ctx.db_path) as wh:
             begin_run(wh, run_id, FLOW_NAME, ctx.backend)
             try:
-                result, results_path = _run(wh, info, ctx, counters, sources, max_age_days,
+                result, results_path, prefetched = _run(wh, info, ctx, counters, sources, max_age_days,
                                             retry_unknown_after_minutes, max_unknown_share,
                                             batch_size, out_dir, excel)
                 if webhook_url:
@@ -125,7 +129,8 @@ def verify_crm_exports(
                         wh, run_id, webhook_url, webhook_secret_env, webhook_retry_waits_minutes,
                         pl.read_parquet(results_path), webhook_format,
                     )
-                return complete_run(wh, run_id, result, counters, Path(out_dir) / "report.html")
+                return complete_run(wh, run_id, result, counters, Path(out_dir) / "report.html",
+                                    prefetched)
             except (MailsiftError, OSError, MemoryError) as exc:  # one line, the run closed
                 return fail_run(wh, run_id, exc, counters)
     finally:
@@ -135,13 +140,12 @@ def verify_crm_exports(
 def _run(wh: Warehouse, info: dict[str, Any], ctx: RunContext, counters: RunCounters,
          sources: list[str], max_age_days: int, retry_unknown_after_minutes: int,
          max_unknown_share: float, batch_size: int, out_dir: str, excel: bool
-         ) -> tuple[dict[str, Any], str]:
-    """Load, verify, gate and export; returns the summary and the run's results file."""
+         ) -> tuple[dict[str, Any], str, Prefetched | None]:
+    """Load, verify, gate and export; returns the summary, the run's results file and
+    the list-health report's figures read while the gate ran."""
     run_id, work_dir = ctx.run_id, ctx.work_dir
     t0 = time.perf_counter()
     seen_at = utcnow()
-    for chunk in contact_chunks(info["rows"]):  # memory: one chunk, not the whole list
-        wh.upsert_contacts(chunk, run_id=run_id, seen_at=seen_at)
     unique = pl.read_parquet(info["unique"]).select("email", "domain")
     fresh = wh.fresh_results(
         unique.get_column("email"),
@@ -150,23 +154,37 @@ def _run(wh: Warehouse, info: dict[str, Any], ctx: RunContext, counters: RunCoun
     )
     counters.n_from_warehouse = fresh.height
     to_verify = unique.join(fresh.select("email"), on="email", how="anti")
-    counters.timed("load_contacts", t0)
+    counters.timed("fresh_results", t0)
     get_run_logger().info(
         "%d addresses have a fresh result in the warehouse, %d to verify",
         counters.n_from_warehouse, to_verify.height,
     )
+
+    def load_contacts() -> None:
+        t0 = time.perf_counter()
+        for chunk in contact_chunks(info["rows"]):  # memory: one chunk, not the whole list
+            wh.upsert_contacts(chunk, run_id=run_id, seen_at=seen_at)
+        counters.timed("load_contacts", t0)
+
+    # the contacts load while the first batches verify: the freshness above is all the
+    # verify step needs from the warehouse
     verify_and_load(wh, to_verify, run_id=run_id, backend=ctx.backend, overrides=ctx.overrides,
-                    batch_size=batch_size, counters=counters)
+                    batch_size=batch_size, counters=counters, meanwhile=load_contacts)
 
     results = wh.latest(unique.get_column("email"))
     del unique
     results_path = write_results(results, work_dir)
     by_status, by_reason = counts(results, "status"), counts(results, "reason")
     del results  # the gate and the export read the file: one copy of the results at a time
+    early: list[Prefetched | None] = [None]  # the report's figures, read while the gate runs
+
+    def meanwhile() -> None:
+        early[0] = prefetch_run_report(wh)
+
     gate, exports = gate_and_export(wh, results_path, info["rows"], out_dir, excel=excel, run_id=run_id,
                                     max_unknown_share=max_unknown_share, max_age_days=max_age_days,
-                                    counters=counters)
+                                    counters=counters, meanwhile=meanwhile)
     summary = summarize(FLOW_NAME, counters, by_status, by_reason,
                         gate, exports, ctx=ctx, sources=sources, max_age_days=max_age_days,
                         max_unknown_share=max_unknown_share)
-    return summary, results_path
+    return summary, results_path, early[0]

@@ -21,7 +21,7 @@ import pytest
 from mailsift.result import Checks, VerificationResult
 from tests.pg_fixtures import pg_server, pg_url
 from warehouse import Warehouse, results_frame
-from warehouse.report import collect, write_report
+from warehouse.report import collect, prefetch, write_report
 
 __all__ = ["pg_server", "pg_url"]  # the fixtures, imported for pytest
 
@@ -105,6 +105,41 @@ def test_the_shared_postgresql_warehouse_gives_the_same_report(warehouse_file: P
                  "transitions", "n_rechecked", "changed", "worst_sources", "worst_domains",
                  "signals", "gates"):
         assert getattr(shared, name) == getattr(local, name), name
+
+
+def test_a_runs_report_read_partly_while_its_gate_ran_shows_the_run_as_it_ended(
+        warehouse_file: Path, tmp_path: Path) -> None:
+    # A flow reads the report's verdict figures while its quality gate runs, and the rest
+    # once the run has ended: the page must equal what `mailsift report` reads afterwards,
+    # this run's end and its gate included.
+    db = tmp_path / "wh.duckdb"
+    shutil.copy(warehouse_file, db)
+    at = NOW - timedelta(minutes=5)
+    with Warehouse.open(db) as wh:
+        wh.start_run("run-3", "verify-crm-exports", "local", at)
+        wh.upsert_contacts(pl.DataFrame({"source": ["crm/new.csv"] * 2, "row_number": [1, 2],
+                                         "email": ["p5@good.test", "new@corp.test"],
+                                         "record_id": [None, None]},
+                                        schema_overrides={"record_id": pl.String}),
+                           run_id="run-3", seen_at=at)
+        wh.append_verifications(results_frame([
+            result("p5@good.test", "invalid", "mailbox_not_found", at),
+            result("new@corp.test", "risky", "catch_all", at, catch_all=True)]),
+            run_id="run-3", backend="local")
+        early = prefetch(wh)  # the gate runs meanwhile
+        assert early is not None
+        wh.record_quality_run(run_id="run-3", scope="run", checked_at=at, is_passed=True, n_rows=2,
+                              unknown_share=0.0, max_unknown_share=0.2)
+        wh.finish_run("run-3", "completed", at + timedelta(minutes=1))
+        in_run = collect(wh, early)
+    with Warehouse.open(db, read_only=True) as wh:
+        after = collect(wh)
+    assert in_run.status_history[-1]["run_id"] == "run-3" and in_run.gates[-1]["run_id"] == "run-3"
+    assert ("valid", "invalid", 3) in in_run.transitions  # p0, p1 at run-2; p5 now
+    for name in ("totals", "status_now", "reasons_now", "status_history", "reason_history",
+                 "transitions", "n_rechecked", "changed", "worst_sources", "worst_domains",
+                 "signals", "gates"):
+        assert getattr(in_run, name) == getattr(after, name), name
 
 
 def sql(db: Path, query: str) -> list[tuple]:

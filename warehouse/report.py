@@ -37,10 +37,13 @@ from .store import Warehouse
 
 __all__ = [
     "HealthData",
+    "Prefetched",
     "QUERIES",
+    "RUN_INDEPENDENT",
     "SNAPSHOT",
     "STATUSES",
     "collect",
+    "prefetch",
     "render",
     "write_report",
 ]
@@ -185,6 +188,13 @@ QUERIES: dict[str, str] = {
     """,
 }
 
+#: The queries whose rows the end of a run does not change: they read only verdicts and
+#: contacts, which are complete once a run's verify step is over (its end changes the
+#: ``runs`` and ``quality_runs`` tables). A flow reads them while its quality gate runs.
+RUN_INDEPENDENT: tuple[str, ...] = (
+    "status_now", "reasons_now", "changes", "changed", "sources", "domains", "signals",
+)
+
 _SIGNALS = {
     "catch_all": "catch-all domain",
     "role_based": "role address",
@@ -236,8 +246,28 @@ def _groups(rows: list[dict[str, Any]]) -> list[GroupShare]:
             for r in rows]
 
 
-def collect(wh: Warehouse) -> HealthData:
-    """Run every query of :data:`QUERIES` on ``wh`` and keep the figures.
+@dataclass(frozen=True)
+class Prefetched:
+    """The rows of the :data:`RUN_INDEPENDENT` queries, read ahead by :func:`prefetch`
+    on one warehouse connection (its TEMP snapshot kept for the other queries)."""
+
+    rows: dict[str, list[dict[str, Any]]]
+
+
+def prefetch(wh: Warehouse) -> Prefetched | None:
+    """Run the :data:`RUN_INDEPENDENT` queries now, for a :func:`collect` on the same
+    connection once the run has ended (a flow does it while its quality gate runs: most
+    of the report's SQL is then off the run's critical path). ``None`` on PostgreSQL,
+    whose report reads one snapshot of its own at :func:`collect`."""
+    if wh.dialect != "duckdb":
+        return None
+    wh.query(SNAPSHOT)
+    return Prefetched({name: wh.query(QUERIES[name]).to_dicts() for name in RUN_INDEPENDENT})
+
+
+def collect(wh: Warehouse, prefetched: Prefetched | None = None) -> HealthData:
+    """Run every query of :data:`QUERIES` on ``wh`` and keep the figures (those of
+    ``prefetched``, read earlier on this connection by :func:`prefetch`, as they are).
 
     On DuckDB ``report_latest`` is a TEMP snapshot; where the warehouse takes no
     statement that creates one (PostgreSQL: ``query`` runs read-only DuckDB SQL over a
@@ -246,17 +276,22 @@ def collect(wh: Warehouse) -> HealthData:
         sqls = [sql.replace("report_latest", "latest_verifications") for sql in QUERIES.values()]
         with wh.snapshot(sqls) as snap:  # type: ignore[attr-defined]
             return _collect(snap, "latest_verifications")
-    wh.query(SNAPSHOT)
+    if prefetched is None:
+        wh.query(SNAPSHOT)
+    else:  # prefetch's snapshot, unless something dropped it since
+        wh.query(SNAPSHOT.replace("CREATE OR REPLACE TEMP TABLE", "CREATE TEMP TABLE IF NOT EXISTS"))
     try:
-        return _collect(wh, "report_latest")
+        return _collect(wh, "report_latest", prefetched)
     finally:
         wh.query("DROP TABLE IF EXISTS temp.report_latest")
 
 
-def _collect(wh: Any, latest: str) -> HealthData:
+def _collect(wh: Any, latest: str, prefetched: Prefetched | None = None) -> HealthData:
     """The figures, from ``wh``: a Warehouse, or a PostgreSQL warehouse's snapshot (both
     have ``query`` and ``path``)."""
     def _rows(name: str) -> list[dict[str, Any]]:
+        if prefetched is not None and name in prefetched.rows:
+            return prefetched.rows[name]
         return wh.query(QUERIES[name].replace("report_latest", latest)).to_dicts()
 
     status_now = {s: 0 for s in STATUSES}
@@ -553,9 +588,11 @@ def render(d: HealthData) -> str:
     )
 
 
-def write_report(wh: Warehouse, out: str | os.PathLike[str]) -> Path:
-    """Collect, render and write the page to ``out`` (parents made; replaced atomically)."""
-    page = render(collect(wh))  # before anything is made on disk
+def write_report(wh: Warehouse, out: str | os.PathLike[str],
+                 prefetched: Prefetched | None = None) -> Path:
+    """Collect (see :func:`collect` for ``prefetched``), render and write the page to
+    ``out`` (parents made; replaced atomically)."""
+    page = render(collect(wh, prefetched))  # before anything is made on disk
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
