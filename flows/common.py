@@ -4,10 +4,12 @@ artifact)."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import queue
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -433,8 +435,10 @@ def gate_results(
 ) -> dict[str, Any]:
     """Run the quality gate over the results file, record it, publish failures.
 
-    ``meanwhile`` is called in this thread (which holds the warehouse) while the gate
-    runs in another: work that must not change what the gate reads or records.
+    ``meanwhile`` is called in a thread of its own (the flow's context copied) while this
+    one waits for the gate, and the gate is recorded once both are done: work that must
+    not change what the gate reads. (Not a task submitted to the flow's runner: on probe
+    hosts that is Dask, and the gate runs in this process, beside its worker.)
 
     Returns the report as a dict; raises :class:`QualityGateFailed` (listing the failed
     expectations) when it fails."""
@@ -442,10 +446,13 @@ def gate_results(
         report = quality_gate(results_path, max_unknown_share=max_unknown_share,
                               max_age_days=max_age_days)
     else:
-        running = quality_gate.submit(results_path, max_unknown_share=max_unknown_share,
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailsift-meanwhile") as side:
+            alongside = side.submit(contextvars.copy_context().run, meanwhile)
+            try:
+                report = quality_gate(results_path, max_unknown_share=max_unknown_share,
                                       max_age_days=max_age_days)
-        meanwhile()
-        report = running.result()
+            finally:
+                alongside.result()
     wh.record_quality_run(
         run_id=run_id,
         scope=scope,
@@ -514,7 +521,7 @@ def summarize(flow_name: str, counters: RunCounters, by_status: dict[str, int],
 
 
 def prefetch_run_report(wh: Warehouse) -> Prefetched | None:
-    """While the quality gate runs in its own process, this thread would only wait: write
+    """While the quality gate runs in its own process the flow would only wait: write
     the warehouse's log into its file (so that the close at the run's end has little left
     to write) and read the list-health report's figures that the end of the run does not
     change (:func:`warehouse.report.prefetch`). A failure only loses the head start: the
