@@ -290,20 +290,14 @@ def verify_and_load(
     overrides: dict[str, Any],
     batch_size: int,
     counters: RunCounters,
-    meanwhile: Callable[[], None] | None = None,
 ) -> None:
     """Verify ``emails`` (columns email, domain) in mapped batches grouped by domain and
     append each batch to the warehouse as soon as it completes, so a crash or a kill
-    loses only the batches in flight. A refused API key stops the run.
-
-    ``meanwhile`` is called (in this thread, which holds the warehouse) once the first
-    batches are on their way: work the verification does not wait for."""
+    loses only the batches in flight. A refused API key stops the run."""
     logger = get_run_logger()
     batches = batches_by_domain(emails, batch_size=batch_size) if emails.height else []
     if not batches:
         logger.info("nothing to verify: every address has a fresh result in the warehouse")
-        if meanwhile is not None:
-            meanwhile()
         return
     total = emails.height
     logger.info("verifying %d addresses in %d batches", total, len(batches))
@@ -331,42 +325,43 @@ def verify_and_load(
             future.add_done_callback(finished.put)
 
     submit_ready()
-    if meanwhile is not None:
-        meanwhile()
     done = 0
     path = PathDiagnostics(smtp_port=settings.smtp_port, helo_hostname=settings.helo_hostname)
     dns_errors = 0
-    while placed:
-        future = finished.get()
-        index, size = placed.pop(future.task_run_id)
-        placer.done(index)
-        if hosts is not None and placer.pending and time.monotonic() - looked > HOSTS_REFRESH_S:
-            looked = time.monotonic()
-            fresh = probe_hosts()
-            if fresh:  # none listed: keep placing as before
-                hosts = fresh
-                placer.set_hosts(fresh)
-        submit_ready()
-        try:
-            outcome = future.result()
-        except BackendAuthError:
-            raise  # a refused key: stop the run with one clear message
-        except Exception as exc:  # the batch failed after its retries: the others go on
-            counters.n_failed_batches += 1
-            counters.n_unverified += size
-            logger.error("%s", batch_failure(exc, size))
-            if type(exc).__name__ == "KilledWorker":
-                mark_lost(future.task_run_id, batch_failure(exc, size))
-            continue
-        rows = outcome["rows"]
-        costs.add(outcome["costs"])
-        inserted = wh.append_verifications(pl.DataFrame(rows, schema=RESULT_SCHEMA), run_id=run_id, backend=backend)
-        counters.n_verified += inserted
-        done += len(rows)
-        dns_errors += sum(1 for r in rows if r["reason"] == "dns_error")
-        for row in rows:
-            path.note_result(row)
-        logger.info("progress: %d/%d addresses verified (%.0f%%)", done, total, 100 * done / total)
+    # one batch's rows per append: DuckDB's threads gain nothing on them and take the
+    # engine's CPU (Warehouse.threads_limited)
+    with wh.threads_limited(1):
+        while placed:
+            future = finished.get()
+            index, size = placed.pop(future.task_run_id)
+            placer.done(index)
+            if hosts is not None and placer.pending and time.monotonic() - looked > HOSTS_REFRESH_S:
+                looked = time.monotonic()
+                fresh = probe_hosts()
+                if fresh:  # none listed: keep placing as before
+                    hosts = fresh
+                    placer.set_hosts(fresh)
+            submit_ready()
+            try:
+                outcome = future.result()
+            except BackendAuthError:
+                raise  # a refused key: stop the run with one clear message
+            except Exception as exc:  # the batch failed after its retries: the others go on
+                counters.n_failed_batches += 1
+                counters.n_unverified += size
+                logger.error("%s", batch_failure(exc, size))
+                if type(exc).__name__ == "KilledWorker":
+                    mark_lost(future.task_run_id, batch_failure(exc, size))
+                continue
+            rows = outcome["rows"]
+            costs.add(outcome["costs"])
+            inserted = wh.append_verifications(pl.DataFrame(rows, schema=RESULT_SCHEMA), run_id=run_id, backend=backend)
+            counters.n_verified += inserted
+            done += len(rows)
+            dns_errors += sum(1 for r in rows if r["reason"] == "dns_error")
+            for row in rows:
+                path.note_result(row)
+            logger.info("progress: %d/%d addresses verified (%.0f%%)", done, total, 100 * done / total)
     counters.timed("verify", started)
     counters.domains = costs.rows()
     if dns_errors:  # was it the resolver? (asked once; the engine caches the answer)

@@ -16,8 +16,7 @@ __all__ = ["STEP_WORDS", "md_text", "percent", "summary_markdown"]
 #: Timing keys of a run (``RunCounters.timings``) -> what the step did.
 STEP_WORDS: dict[str, str] = {
     "extract_s": "reading the sources",
-    "fresh_results_s": "finding the warehouse's fresh results",
-    "load_contacts_s": "loading the contacts into the warehouse (while verifying)",
+    "load_contacts_s": "loading the contacts into the warehouse",
     "verify_s": "verifying the addresses",
     "gate_s": "quality gate",
     "export_s": "writing the exports",

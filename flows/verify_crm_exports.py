@@ -146,6 +146,8 @@ def _run(wh: Warehouse, info: dict[str, Any], ctx: RunContext, counters: RunCoun
     run_id, work_dir = ctx.run_id, ctx.work_dir
     t0 = time.perf_counter()
     seen_at = utcnow()
+    for chunk in contact_chunks(info["rows"]):  # memory: one chunk, not the whole list
+        wh.upsert_contacts(chunk, run_id=run_id, seen_at=seen_at)
     unique = pl.read_parquet(info["unique"]).select("email", "domain")
     fresh = wh.fresh_results(
         unique.get_column("email"),
@@ -154,22 +156,13 @@ def _run(wh: Warehouse, info: dict[str, Any], ctx: RunContext, counters: RunCoun
     )
     counters.n_from_warehouse = fresh.height
     to_verify = unique.join(fresh.select("email"), on="email", how="anti")
-    counters.timed("fresh_results", t0)
+    counters.timed("load_contacts", t0)
     get_run_logger().info(
         "%d addresses have a fresh result in the warehouse, %d to verify",
         counters.n_from_warehouse, to_verify.height,
     )
-
-    def load_contacts() -> None:
-        t0 = time.perf_counter()
-        for chunk in contact_chunks(info["rows"]):  # memory: one chunk, not the whole list
-            wh.upsert_contacts(chunk, run_id=run_id, seen_at=seen_at)
-        counters.timed("load_contacts", t0)
-
-    # the contacts load while the first batches verify: the freshness above is all the
-    # verify step needs from the warehouse
     verify_and_load(wh, to_verify, run_id=run_id, backend=ctx.backend, overrides=ctx.overrides,
-                    batch_size=batch_size, counters=counters, meanwhile=load_contacts)
+                    batch_size=batch_size, counters=counters)
 
     results = wh.latest(unique.get_column("email"))
     del unique

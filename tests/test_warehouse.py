@@ -879,3 +879,22 @@ def test_runs_of_dead_processes_are_marked_interrupted(wh: Warehouse) -> None:
         assert wh.get_run(run_id)["status"] == "running", run_id
     assert wh.get_run("done")["status"] == "completed"
     assert wh.interrupt_dead_runs(is_alive) == []
+
+
+def test_appends_on_few_threads_store_the_same_and_the_setting_comes_back(db: Path) -> None:
+    # A flow's verify step appends each batch with DuckDB limited to one thread (its
+    # threads took the engine's CPU): what is stored is the same, and the connection's
+    # setting is back afterwards, also when the block fails, for the queries after it.
+    at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    results = [VerificationResult(email=f"u{i}@a.test", status="valid", score=0.95, reason="accepted",
+                                  checks=Checks(syntax_valid=True), verified_at=at) for i in range(50)]
+    with Warehouse.open(db) as wh:
+        before = wh.query("SELECT current_setting('threads') AS n").item()
+        with wh.threads_limited(1):
+            assert wh.query("SELECT current_setting('threads') AS n").item() == 1
+            assert wh.append_verifications(results_frame(results), run_id="r1", backend="local") == 50
+        assert wh.query("SELECT current_setting('threads') AS n").item() == before
+        with pytest.raises(RuntimeError), wh.threads_limited(1):
+            raise RuntimeError("a batch failed")
+        assert wh.query("SELECT current_setting('threads') AS n").item() == before
+        assert wh.latest([r.email for r in results]).height == 50

@@ -226,6 +226,11 @@ class PostgresWarehouse(Warehouse):
     def checkpoint(self) -> None:
         """Nothing to do: PostgreSQL writes its log out itself, and closing costs nothing."""
 
+    @contextmanager
+    def threads_limited(self, threads: int) -> Iterator[None]:
+        """Nothing to limit: the statements run in the PostgreSQL server's processes."""
+        yield
+
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "read-write"
         return f"PostgresWarehouse({self.path!r}, {'closed' if self._pg is None else mode})"
