@@ -10,17 +10,21 @@ shared cause once, with what to do about it. The addresses themselves are alread
 ``unknown`` (never ``invalid``): this is about saying *why*, loudly.
 
 A cause is named when at least :data:`MIN_SITES` unrelated mail sites (MX hosts under
-different registered names) show it and they are at least :data:`MIN_SHARE` of the
+different registered names, by the Public Suffix List) show it and they are at least :data:`MIN_SHARE` of the
 sites whose SMTP was tried; a few dead servers in a healthy run are not a diagnosis.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from publicsuffixlist import PublicSuffixList
+
     from mailsift.dns import ResolverHealth
 
 __all__ = ["Cause", "Diagnosis", "PathDiagnostics", "smtp_path"]
@@ -101,11 +105,28 @@ def smtp_path(reason: str, smtp_message: str | None, smtp_code: int | None = Non
     return "other"
 
 
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    """The Public Suffix List as the ``publicsuffixlist`` package ships it (no network;
+    loaded once, ~40 ms)."""
+    from publicsuffixlist import PublicSuffixList
+
+    return PublicSuffixList()
+
+
 def site_of(host: str) -> str:
-    """The registered-name part of an MX host (``aspmx.l.google.com`` -> ``google.com``):
-    domains hosted at one provider are one site, not many unrelated ones."""
-    labels = host.lower().rstrip(".").split(".")
-    return ".".join(labels[-2:]) if len(labels) >= 2 else host.lower()
+    """The registered name of an MX host, by the Public Suffix List
+    (``aspmx.l.google.com`` -> ``google.com``, ``mx.acme.co.uk`` -> ``acme.co.uk``):
+    domains hosted at one provider are one site, not many unrelated ones, and two
+    companies under ``co.uk`` are two. An IP address, a single label or a public suffix
+    itself is its own site."""
+    name = host.lower().rstrip(".")
+    try:
+        ipaddress.ip_address(name)
+        return name
+    except ValueError:
+        pass
+    return _public_suffixes().privatesuffix(name) or name
 
 
 class PathDiagnostics:

@@ -46,3 +46,17 @@ def test_the_client_refused_everywhere_is_named_with_an_example() -> None:
     assert [x.cause for x in said] == ["client_refused"]
     # named at the 4th refusing site: 4 of the 5 sites tried
     assert "zen.spamhaus.org" in said[0].message and (said[0].sites, said[0].tried) == (4, 5)
+
+
+def test_companies_under_a_two_label_public_suffix_are_sites_of_their_own() -> None:
+    # mx.acme.co.uk and mx.bolt.co.uk are two companies, not one site "co.uk": four UK
+    # companies refusing the connection are four sites, enough to name the block
+    d = PathDiagnostics()
+    for name in ("acme", "bolt", "crane"):
+        d.note("smtp_unreachable", "connection refused", None, f"mx.{name}.co.uk")
+    assert d.diagnoses() and d.diagnoses()[0].sites == 3
+    # ...while the MX hosts of one provider stay one site
+    p = PathDiagnostics()
+    for host in ("aspmx.l.google.com", "alt1.aspmx.l.google.com", "alt2.aspmx.l.google.com"):
+        p.note("smtp_unreachable", "connection refused", None, host)
+    assert p.diagnoses() == []
