@@ -16,15 +16,12 @@ sites whose SMTP was tried; a few dead servers in a healthy run are not a diagno
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from publicsuffixlist import PublicSuffixList
-
     from mailsift.dns import ResolverHealth
 
 __all__ = ["Cause", "Diagnosis", "PathDiagnostics", "smtp_path"]
@@ -105,15 +102,6 @@ def smtp_path(reason: str, smtp_message: str | None, smtp_code: int | None = Non
     return "other"
 
 
-@functools.cache
-def _public_suffixes() -> PublicSuffixList:
-    """The Public Suffix List as the ``publicsuffixlist`` package ships it (no network;
-    loaded once, ~40 ms)."""
-    from publicsuffixlist import PublicSuffixList
-
-    return PublicSuffixList()
-
-
 def site_of(host: str) -> str:
     """The registered name of an MX host, by the Public Suffix List
     (``aspmx.l.google.com`` -> ``google.com``, ``mx.acme.co.uk`` -> ``acme.co.uk``):
@@ -126,7 +114,9 @@ def site_of(host: str) -> str:
         return name
     except ValueError:
         pass
-    return _public_suffixes().privatesuffix(name) or name
+    from mailsift.suffixes import registered_name
+
+    return registered_name(name) or name
 
 
 class PathDiagnostics:

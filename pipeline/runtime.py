@@ -69,10 +69,11 @@ def _without_heartbeats(settings: object) -> object:
 #: :func:`warm_imports` while that start-up waits for its API server. A first flow run in
 #: a process paid 0.3-0.5 s more than the next (10,000 addresses, measured); of that,
 #: ``pyarrow.compute`` (scraping its own docstrings) 0.17 s and the report's module (its
-#: page template compiled) 0.12 s. Only modules that import nothing of Prefect's: two
+#: page template compiled) 0.12 s; and the Public Suffix List the path diagnoses read
+#: (``mailsift.suffixes``, 0.04 s). Only modules that import nothing of Prefect's: two
 #: threads importing modules that import each other can deadlock (CPython then raises
 #: in one of them), and Prefect's start-up imports in the main thread meanwhile.
-WARM_MODULES: tuple[str, ...] = ("pyarrow.compute", "warehouse.report")
+WARM_MODULES: tuple[str, ...] = ("pyarrow.compute", "warehouse.report", "mailsift.suffixes")
 
 
 def warm_imports() -> threading.Thread:
