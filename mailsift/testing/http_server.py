@@ -203,6 +203,7 @@ class HttpServer:
         self._host = host
         self._port = port
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # no request in flight
         self._queues: dict[str, deque[Reply]] = {}
         self._defaults: dict[str, Reply] = {}
         self._handlers: dict[str, Handler] = {}
@@ -230,7 +231,10 @@ class HttpServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving; requests still sleeping in a ``delay`` are abandoned at once."""
+        """Stop serving; requests still sleeping in a ``delay`` are abandoned at once.
+        When it returns, every request begun has left its handler (up to 5 s), so
+        :attr:`sent` and :attr:`requests` are complete: handler threads are daemons that
+        ``server_close`` does not join."""
         if self._server is None:
             return
         self._stopping.set()
@@ -245,6 +249,8 @@ class HttpServer:
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=5)
         self._server = None
 
     def __enter__(self) -> Self:
@@ -312,6 +318,8 @@ class HttpServer:
     def _leave(self) -> None:
         with self._lock:
             self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.notify_all()
 
     def _reply_for(self, request: RecordedRequest) -> Reply:
         with self._lock:
