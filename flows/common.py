@@ -437,16 +437,13 @@ def gate_results(
 
     Returns the report as a dict; raises :class:`QualityGateFailed` (listing the failed
     expectations) when it fails."""
-    if meanwhile is None:
-        report = quality_gate(results_path, max_unknown_share=max_unknown_share,
-                              max_age_days=max_age_days)
-    else:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailsift-meanwhile") as side:
-            alongside = side.submit(contextvars.copy_context().run, meanwhile)
-            try:
-                report = quality_gate(results_path, max_unknown_share=max_unknown_share,
-                                      max_age_days=max_age_days)
-            finally:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailsift-meanwhile") as side:
+        alongside = None if meanwhile is None else side.submit(contextvars.copy_context().run, meanwhile)
+        try:
+            report = quality_gate(results_path, max_unknown_share=max_unknown_share,
+                                  max_age_days=max_age_days)
+        finally:
+            if alongside is not None:
                 alongside.result()
     wh.record_quality_run(
         run_id=run_id,

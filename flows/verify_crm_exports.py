@@ -169,10 +169,11 @@ def _run(wh: Warehouse, info: dict[str, Any], ctx: RunContext, counters: RunCoun
     results_path = write_results(results, work_dir)
     by_status, by_reason = counts(results, "status"), counts(results, "reason")
     del results  # the gate and the export read the file: one copy of the results at a time
-    early: list[Prefetched | None] = [None]  # the report's figures, read while the gate runs
+    prefetched: Prefetched | None = None  # the report's figures, read while the gate runs
 
     def meanwhile() -> None:
-        early[0] = prefetch_run_report(wh)
+        nonlocal prefetched
+        prefetched = prefetch_run_report(wh)
 
     gate, exports = gate_and_export(wh, results_path, info["rows"], out_dir, excel=excel, run_id=run_id,
                                     max_unknown_share=max_unknown_share, max_age_days=max_age_days,
@@ -180,4 +181,4 @@ def _run(wh: Warehouse, info: dict[str, Any], ctx: RunContext, counters: RunCoun
     summary = summarize(FLOW_NAME, counters, by_status, by_reason,
                         gate, exports, ctx=ctx, sources=sources, max_age_days=max_age_days,
                         max_unknown_share=max_unknown_share)
-    return summary, results_path, early[0]
+    return summary, results_path, prefetched

@@ -10,8 +10,9 @@ shared cause once, with what to do about it. The addresses themselves are alread
 ``unknown`` (never ``invalid``): this is about saying *why*, loudly.
 
 A cause is named when at least :data:`MIN_SITES` unrelated mail sites (MX hosts under
-different registered names, by the Public Suffix List) show it and they are at least :data:`MIN_SHARE` of the
-sites whose SMTP was tried; a few dead servers in a healthy run are not a diagnosis.
+different registered names, by the Public Suffix List) show it and they are at least
+:data:`MIN_SHARE` of the sites whose SMTP was tried; a few dead servers in a healthy run
+are not a diagnosis.
 """
 
 from __future__ import annotations

@@ -90,10 +90,11 @@ _WORST = f"ORDER BY {_BAD} / count(*) DESC, count(*) DESC, name LIMIT {TOP_N}"
 
 #: The newest verdict of every address, taken once per report (a TEMP table: nothing is
 #: written to the warehouse) because six queries read it; ~1.7 s per million addresses.
-SNAPSHOT = (
-    "CREATE OR REPLACE TEMP TABLE report_latest AS SELECT email, status, reason, catch_all, "
-    "role_based, disposable, free_provider FROM latest_verifications"
+_SNAPSHOT_OF = (
+    "report_latest AS SELECT email, status, reason, catch_all, role_based, disposable, "
+    "free_provider FROM latest_verifications"
 )
+SNAPSHOT = f"CREATE OR REPLACE TEMP TABLE {_SNAPSHOT_OF}"
 
 #: name -> SQL over the warehouse and ``report_latest`` (:data:`SNAPSHOT`). Read-only;
 #: each states what one row is.
@@ -279,7 +280,7 @@ def collect(wh: Warehouse, prefetched: Prefetched | None = None) -> HealthData:
     if prefetched is None:
         wh.query(SNAPSHOT)
     else:  # prefetch's snapshot, unless something dropped it since
-        wh.query(SNAPSHOT.replace("CREATE OR REPLACE TEMP TABLE", "CREATE TEMP TABLE IF NOT EXISTS"))
+        wh.query(f"CREATE TEMP TABLE IF NOT EXISTS {_SNAPSHOT_OF}")
     try:
         return _collect(wh, "report_latest", prefetched)
     finally:
