@@ -29,6 +29,7 @@ from flows.common import (
     counts,
     fail_run,
     gate_results,
+    preload_engine,
     preload_gate,
     push_webhooks,
     refuse_bad_urls,
@@ -110,6 +111,7 @@ def reverify_stale(
         return refused
     preload_gate()
     ctx = run_context(backend, db, prefix="mailsift-reverify-")
+    preload_engine(ctx)  # its first batch finds the engine built
     run_id, work_dir = ctx.run_id, ctx.work_dir
     counters = RunCounters()
     try:

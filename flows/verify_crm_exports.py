@@ -32,6 +32,7 @@ from flows.common import (
     fail_run,
     gate_and_export,
     prefetch_run_report,
+    preload_engine,
     preload_gate,
     push_webhooks,
     refuse_bad_urls,
@@ -104,6 +105,7 @@ def verify_crm_exports(
         return refused
     preload_gate()  # the quality gate at the end finds Great Expectations imported
     ctx = run_context(backend, db, prefix="mailsift-run-")
+    preload_engine(ctx)  # its first batch finds the engine built
     run_id, work_dir = ctx.run_id, ctx.work_dir
     counters = RunCounters()
     try:

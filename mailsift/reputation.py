@@ -36,6 +36,7 @@ __all__ = [
     "is_free_provider",
     "is_role_account",
     "known_providers",
+    "load",
     "provider_from_mx",
     "provider_rule",
     "suggest_domain",
@@ -156,6 +157,18 @@ def _disposable_lists() -> tuple[frozenset[str], frozenset[str]]:
     block = frozenset(d.lower() for d in disposable_email_domains.blocklist)
     allow = frozenset(d.lower() for d in getattr(disposable_email_domains, "allowlist", ()))
     return block, allow
+
+
+def load() -> None:
+    """Read every data file now (disposable lists, role accounts, free providers,
+    provider rules, typo tables). They are otherwise read at first use, which in a
+    verification is on its critical path (~30 ms); idempotent and thread-safe."""
+    _disposable_lists()
+    _role_accounts()
+    _typo_data()  # and the free providers
+    _rules()
+    _providers()
+    default_max_concurrency()
 
 
 # --- helpers ----------------------------------------------------------------------------

@@ -61,6 +61,7 @@ class Verifier:
         self.resolver = DnsResolver(self.settings)
         self.prober = SmtpProber(self.settings, self.resolver)
         self.stats = VerifierStats()
+        self._dns_sem: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self.path = PathDiagnostics(
             smtp_port=self.settings.smtp_port, helo_hostname=self.settings.helo_hostname
         )
@@ -116,6 +117,19 @@ class Verifier:
 
     # -- internals --------------------------------------------------------------------
 
+    def _dns_limit(self) -> asyncio.Semaphore:
+        """The engine's bound on MX lookups at once (DNS_AT_ONCE, at most
+        ``concurrency``), shared by every call running on this loop: a flow's batches are
+        concurrent ``verify_many`` calls on one engine, and a bound per call let ten
+        batches send ten times as many queries at once to the resolver (and took the
+        CPU the engine's first sessions needed)."""
+        loop = asyncio.get_running_loop()
+        held = self._dns_sem
+        if held is None or held[0] is not loop:
+            held = (loop, asyncio.Semaphore(min(self.settings.concurrency, DNS_AT_ONCE)))
+            self._dns_sem = held
+        return held[1]
+
     async def _verify_all(self, items: list[str], stage: dict[str, str] | None = None) -> list[VerificationResult]:
         loop = asyncio.get_running_loop()
         slots = [loop.create_future() for _ in items]
@@ -137,10 +151,11 @@ class Verifier:
             else:
                 by_domain[parsed.domain].append((i, parsed))
         self.stats.domains += len(by_domain)
-        # DNS is looked up DNS_AT_ONCE domains at a time; SMTP connections are paced
+        # DNS is looked up DNS_AT_ONCE domains at a time by the whole engine (every call
+        # on it shares the bound, see _dns_limit); SMTP connections are paced
         # by the prober (global slots by critical path, a window per domain), so every
         # domain asks for them at once and the largest goes first.
-        limit = asyncio.Semaphore(min(self.settings.concurrency, DNS_AT_ONCE))
+        limit = self._dns_limit()
 
         async def one_domain(domain: str, members: list[tuple[int, Address]]) -> None:
             try:

@@ -19,12 +19,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from mailsift import reputation
 from mailsift.backends import Backend, get_backend
 from mailsift.dns import ResolverHealth
 from mailsift.result import VerificationResult
 from mailsift.settings import Settings
 
-__all__ = ["domain_stats_sync", "engine_for", "freeze_heap", "resolver_health_sync", "stats_between", "run_on_engine_loop", "settings_with", "verify_batch_sync"]
+__all__ = ["domain_stats_sync", "engine_for", "prepare_engine", "freeze_heap", "resolver_health_sync", "stats_between", "run_on_engine_loop", "settings_with", "verify_batch_sync"]
 
 
 _SETTINGS: dict[str, Settings] = {}  # what settings_with built, by its inputs
@@ -125,6 +126,27 @@ atexit.register(_ENGINES.close)
 def engine_for(settings: Settings) -> Backend:
     """The process-wide engine for these settings."""
     return _ENGINES.engine(settings)
+
+
+def prepare_engine(overrides: dict[str, Any] | None = None) -> threading.Thread:
+    """Build the process-wide engine for these settings and read the reputation data,
+    in a background thread, now: a flow calls it as it starts, so that its first batch
+    does not pay them (~70 ms) after the extract and the warehouse load. The engine's
+    loop still starts with the first batch: it freezes the heap then
+    (:func:`freeze_heap`), and frozen at the flow's start, the objects of its extract and
+    load stayed for the collector to walk during the verify step (measured: slower).
+    A failure here (bad settings) is left for the first batch to raise."""
+
+    def run() -> None:
+        try:
+            engine_for(settings_with(overrides))
+            reputation.load()
+        except Exception:  # noqa: S110 (see the docstring)
+            pass
+
+    thread = threading.Thread(target=run, name="mailsift-engine-prepare", daemon=True)
+    thread.start()
+    return thread
 
 
 async def _collect(backend: Backend, emails: Sequence[str]) -> list[VerificationResult]:

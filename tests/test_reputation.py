@@ -369,3 +369,22 @@ def test_signals_are_total(text: str) -> None:
     assert isinstance(is_role_account(text), bool)
     assert isinstance(is_free_provider(text), bool)
     assert isinstance(provider_from_mx([text]), str)
+
+
+def test_load_reads_every_data_file_so_that_first_use_reads_none() -> None:
+    """A flow reads the data files as it starts (``load``), off the verify step's path."""
+    from mailsift import reputation
+
+    caches = [reputation._disposable_lists, reputation._role_accounts, reputation._free_providers,
+              reputation._typo_data, reputation._rules, reputation._providers]
+    for cache in caches:
+        cache.cache_clear()
+    reputation.load()
+    read = [cache.cache_info().misses for cache in caches]
+    assert read == [1] * len(caches)
+    assert reputation.is_disposable("mailinator.com")
+    assert reputation.is_role_account("info")
+    assert reputation.is_free_provider("gmail.com")
+    assert reputation.suggest_domain("gmial.com") == "gmail.com"
+    assert reputation.provider_rule(reputation.provider_from_mx(["gmail-smtp-in.l.google.com"]))
+    assert [cache.cache_info().misses for cache in caches] == read  # nothing read again

@@ -3,6 +3,7 @@ watch them."""
 
 from __future__ import annotations
 
+import pytest
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
 from pipeline.runtime import local_flow_runs, uses_temporary_server
@@ -27,3 +28,22 @@ def test_flow_runs_against_a_real_server_keep_their_heartbeats() -> None:
         assert configured is not None
         with local_flow_runs():
             assert get_current_settings().flows.heartbeat_frequency == configured
+
+
+def test_prepare_engine_builds_the_engine_the_batches_then_use() -> None:
+    """A flow builds its engine as it starts (``prepare_engine``): its first batch finds
+    it built; settings that cannot build one fail in the batch, not in the thread."""
+    from mailsift.errors import ConfigError
+    from tasks.verify import _ENGINES, engine_for, prepare_engine, settings_with
+
+    _ENGINES.close()
+    prepare_engine({"backend": "sandbox"}).join(30)
+    built = list(_ENGINES._engines.values())
+    assert len(built) == 1
+    assert engine_for(settings_with({"backend": "sandbox"})) is built[0]
+    thread = prepare_engine({"backend": "nonsense"})
+    thread.join(30)
+    assert not thread.is_alive()
+    with pytest.raises((ConfigError, ValueError)):
+        engine_for(settings_with({"backend": "nonsense"}))
+    _ENGINES.close()

@@ -289,3 +289,35 @@ def test_connect_timeout_is_unreachable_as_with_port_25_blocked(world: World) ->
         for s in fillers:
             s.close()
         listener.close()
+
+
+async def test_mx_lookups_at_once_are_bounded_by_the_engine_not_by_each_call(world: World) -> None:
+    """A flow's batches are concurrent ``verify_many`` calls on one engine: together they
+    ask the resolver at most DNS_AT_ONCE MX lookups at once, as one call does (a bound
+    per call let ten batches send ten times as many)."""
+    from mailsift.verifier import DNS_AT_ONCE
+
+    domains = [f"batch{i:02d}.test" for i in range(2 * DNS_AT_ONCE)]
+    for domain in domains:
+        world.add_domain(domain, mailboxes=[f"ann@{domain}"])
+        world.dns.delays[domain] = 2.0  # every MX answer held back: the lookups pile up
+
+    def mx_asked() -> set[str]:
+        return {name for name, qtype in list(world.dns.queries) if qtype == "MX"}
+
+    async def collect(emails: list[str]) -> list:
+        return [r async for r in v.verify_many(emails)]
+
+    half = len(domains) // 2
+    async with Verifier(world.settings(dns_timeout=15, smtp_enabled=False)) as v:
+        calls = [asyncio.create_task(collect([f"ann@{d}" for d in part]))
+                 for part in (domains[:half], domains[half:])]
+        async with asyncio.timeout(10):
+            while len(mx_asked()) < DNS_AT_ONCE:
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)  # a bound per call would let the other call's lookups out now
+        assert len(mx_asked()) == DNS_AT_ONCE
+        results = [r for call in calls for r in await call]
+    assert len(results) == 2 * DNS_AT_ONCE
+    assert all(r.checks.mx_found for r in results)
+    assert mx_asked() == set(domains)
