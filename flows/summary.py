@@ -16,7 +16,7 @@ __all__ = ["STEP_WORDS", "md_text", "percent", "summary_markdown"]
 #: Timing keys of a run (``RunCounters.timings``) -> what the step did.
 STEP_WORDS: dict[str, str] = {
     "extract_s": "reading the sources",
-    "load_contacts_s": "loading the contacts into the warehouse",
+    "load_contacts_s": "loading the contacts into the warehouse and finding its fresh results",
     "verify_s": "verifying the addresses",
     "gate_s": "quality gate",
     "export_s": "writing the exports",

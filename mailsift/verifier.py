@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -61,7 +62,9 @@ class Verifier:
         self.resolver = DnsResolver(self.settings)
         self.prober = SmtpProber(self.settings, self.resolver)
         self.stats = VerifierStats()
-        self._dns_sem: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._dns_limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
         self.path = PathDiagnostics(
             smtp_port=self.settings.smtp_port, helo_hostname=self.settings.helo_hostname
         )
@@ -122,13 +125,13 @@ class Verifier:
         ``concurrency``), shared by every call running on this loop: a flow's batches are
         concurrent ``verify_many`` calls on one engine, and a bound per call let ten
         batches send ten times as many queries at once to the resolver (and took the
-        CPU the engine's first sessions needed)."""
+        CPU the engine's first sessions needed). One per loop, as the prober keeps its
+        scheduler (``SmtpProber._scheduler``)."""
         loop = asyncio.get_running_loop()
-        held = self._dns_sem
-        if held is None or held[0] is not loop:
-            held = (loop, asyncio.Semaphore(min(self.settings.concurrency, DNS_AT_ONCE)))
-            self._dns_sem = held
-        return held[1]
+        limit = self._dns_limits.get(loop)
+        if limit is None:
+            limit = self._dns_limits[loop] = asyncio.Semaphore(min(self.settings.concurrency, DNS_AT_ONCE))
+        return limit
 
     async def _verify_all(self, items: list[str], stage: dict[str, str] | None = None) -> list[VerificationResult]:
         loop = asyncio.get_running_loop()
