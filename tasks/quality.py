@@ -37,9 +37,14 @@ whose score is a number in [0, 1], and the syntax rule only at rows whose status
 ``unknown`` ones mean our DNS or SMTP path is broken (port 25 blocked, resolver down), and
 such output must not go out as if verified.
 
-Cross-column rules run as GX expectations too: the two implications are conditional
-expectations (``row_condition`` with GX's ``Column`` condition objects), the band rule
-checks a boolean helper column computed with vectorized pandas, and the unknown share is
+Cross-column rules run as GX expectations too, on helper columns computed with vectorized
+pandas: the band rule checks a boolean column, and each implication checks a copy of
+``status`` that is null outside the rows its condition selects (GX skips nulls, so it
+judges those rows only; the report's ``element_count`` for them is GX's non-null count).
+They were conditional expectations (``row_condition``): GX then filtered the frame with
+``DataFrame.query`` for each metric of the two expectations, and a warm gate over 10,000
+rows took 121 ms instead of 95 (medians of 60 alternating runs; at a million rows 1.30 s
+instead of 1.21). The unknown share is
 ``expect_column_values_to_not_be_in_set(status, ["unknown"], mostly=1 - max_unknown_share)``
 (so GX counts the unknown rows itself; ``expect_column_mean_to_be_between`` scans every
 value in Python for Decimals, about a second per million rows). Example rows for a failed
@@ -96,6 +101,9 @@ _NULL_TEXT = "<null>"
 _NULL_SCORE = -1.0
 #: Helper columns of the frame GX sees.
 _BAND_COLUMN = "_score_in_status_band"
+#: The status of the rows an implication applies to, null elsewhere (see :meth:`_GateData.build`).
+_SYNTAX_INVALID_STATUS = "_status_if_syntax_invalid"
+_DISPOSABLE_STATUS = "_status_if_disposable"
 _SUITE_NAME = "mailsift_gate"
 _DOCS_SITE = "mailsift"
 _MAX_EXAMPLES = 5
@@ -370,6 +378,8 @@ class _GateData:
     max_age_min: datetime | None
     unknown_share: float
     n_unknown: int
+    syntax_rows: np.ndarray  # syntax_valid false and a known status
+    disposable_rows: np.ndarray  # disposable true
 
     @classmethod
     def build(cls, source: pd.DataFrame, config: GateConfig, now: datetime) -> _GateData:
@@ -387,12 +397,27 @@ class _GateData:
         status_np = status.to_numpy(dtype=object)
 
         in_band = np.ones(len(source), dtype=bool)
+        known = np.zeros(len(source), dtype=bool)  # one of the four statuses
+        n_unknown = 0
         in_range = (score_np >= 0.0) & (score_np <= 1.0)  # NaN compares False
         for name, (low, high) in SCORE_BANDS.items():
-            rows = (status_np == name) & in_range
+            is_name = status_np == name
+            known |= is_name
+            if name == "unknown":
+                n_unknown = int(is_name.sum())
+            rows = is_name & in_range
             top_ok = score_np <= high if name == "valid" else score_np < high
             in_band[rows] = (score_np[rows] >= low) & top_ok[rows]
-        n_unknown = int((status_np == "unknown").sum())
+        syntax_valid = _bool_column(source["syntax_valid"])
+        disposable = _bool_column(source["disposable"])
+        # The two implications' rows, as GX's row conditions selected them (a null check
+        # selects nothing). Their status goes to GX in a column of its own, null
+        # elsewhere: GX skips the nulls, so the rule sees only those rows and the report
+        # takes its element_count as GX's non-null count (Rule.applies_to_nonnull). A
+        # row_condition made GX filter the frame with DataFrame.query for each metric
+        # of the expectation: ~10 queries, about a fifth of a warm gate at 10,000 rows.
+        syntax_rows = syntax_valid.eq(False).to_numpy(dtype=bool, na_value=False) & known
+        disposable_rows = disposable.eq(True).to_numpy(dtype=bool, na_value=False)
         gx_frame = pd.DataFrame(
             {
                 "email": email,
@@ -400,9 +425,9 @@ class _GateData:
                 "score": score.fillna(_NULL_SCORE),
                 "reason": reason,
                 "verified_at": _utc_datetimes(source["verified_at"]),
-                "syntax_valid": _bool_column(source["syntax_valid"]),
-                "disposable": _bool_column(source["disposable"]),
                 _BAND_COLUMN: in_band,
+                _SYNTAX_INVALID_STATUS: status.where(syntax_rows),
+                _DISPOSABLE_STATUS: status.where(disposable_rows),
             },
             index=source.index,
         )
@@ -424,6 +449,8 @@ class _GateData:
             ),
             unknown_share=n_unknown / len(source),
             n_unknown=n_unknown,
+            syntax_rows=syntax_rows,
+            disposable_rows=disposable_rows,
         )
 
 def _text_column(series: pd.Series) -> pd.Series:
@@ -577,8 +604,10 @@ def _result(
     name: str, outcome: tuple[bool, dict[str, Any], str | None], data: _GateData
 ) -> ExpectationResult:
     success, gx_result, error = outcome
-    # For the two implications GX counts the rows their condition selects.
     element_count = int(gx_result.get("element_count") or 0)
+    if RULE_BY_NAME[name].applies_to_nonnull:
+        # The two implications apply to the rows their helper column has a value for.
+        element_count -= int(gx_result.get("missing_count") or 0)
     unexpected_count = int(gx_result.get("unexpected_count") or 0)
     if error is not None:
         success = False  # fail closed: an expectation that could not run blocks export
@@ -722,6 +751,8 @@ class Rule:
     ``mask``: the offending rows, with pandas (computed for a failed rule only, for its
     count and examples). ``observed``: a short figure for people. ``note``: why the rule
     exists (GX ``notes``). ``needs_max_age``: only in the suite when max_age_days is set.
+    ``applies_to_nonnull``: the rule's column is a helper that is null outside the rows
+    the rule applies to, so its ``element_count`` is GX's count of non-null values.
     """
 
     name: str
@@ -731,18 +762,12 @@ class Rule:
     observed: Observed
     note: str
     needs_max_age: bool = False
+    applies_to_nonnull: bool = False
 
     @property
     def gx_class(self) -> str:
         """``expect_column_values_to_be_in_set`` -> ``ExpectColumnValuesToBeInSet``."""
         return "".join(part.capitalize() for part in self.expectation.split("_"))
-
-
-def _column(name: str) -> Any:
-    """GX's row-condition ``Column`` (GX is imported by then: only rule arguments call it)."""
-    from great_expectations.expectations.row_conditions import Column
-
-    return Column(name)
 
 
 def _np(series: pd.Series) -> np.ndarray:
@@ -829,32 +854,21 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "syntax_invalid_implies_invalid",
         "expect_column_values_to_be_in_set",
-        lambda d, c: {
-            "column": "status",
-            "value_set": ["invalid"],
-            # Rows with a status outside the four are status_in_set's to name.
-            "row_condition": (_column("syntax_valid") == False)  # noqa: E712 (GX condition)
-            & _column("status").is_in(STATUSES),
-        },
-        lambda d: _np(
-            d.gx_frame["syntax_valid"].eq(False).fillna(False)
-            & d.gx_frame["status"].isin(STATUSES)
-            & d.gx_frame["status"].ne("invalid")
-        ),
+        # Rows with a status outside the four are status_in_set's to name.
+        lambda d, c: {"column": _SYNTAX_INVALID_STATUS, "value_set": ["invalid"]},
+        lambda d: d.syntax_rows & _np(d.gx_frame["status"].ne("invalid")),
         _observed_values("status"),
         "An address with bad syntax is invalid.",
+        applies_to_nonnull=True,
     ),
     Rule(
         "disposable_implies_not_valid",
         "expect_column_values_to_not_be_in_set",
-        lambda d, c: {
-            "column": "status",
-            "value_set": ["valid"],
-            "row_condition": _column("disposable") == True,  # noqa: E712 (GX condition)
-        },
-        lambda d: _np(d.gx_frame["disposable"].eq(True).fillna(False) & d.gx_frame["status"].eq("valid")),
+        lambda d, c: {"column": _DISPOSABLE_STATUS, "value_set": ["valid"]},
+        lambda d: d.disposable_rows & _np(d.gx_frame["status"].eq("valid")),
         _observed_values("status"),
         "A disposable address is never valid.",
+        applies_to_nonnull=True,
     ),
     Rule(
         "unknown_share_within_threshold",

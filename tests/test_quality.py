@@ -399,6 +399,22 @@ def test_disposable_implies_not_valid(tmp_path):
     assert result.element_count == 6  # 4 disposable rows + the two set here
 
 
+def test_implications_count_only_the_rows_their_condition_selects(tmp_path):
+    # Each problem is named once: a syntax-invalid row whose status is not one of the four
+    # is status_in_set's; a null check selects nothing; a disposable row with a null
+    # status is among the rule's rows but is not "valid".
+    frame = frame_of(good_results())
+    frame = set_cells(frame, [row_of(frame, "jane.1")], syntax_valid=False, status="deliverable")
+    frame = set_cells(frame, [row_of(frame, "bob.2")], syntax_valid=None, disposable=None)
+    frame = set_cells(frame, [row_of(frame, "any.2")], disposable=True, status=None)
+    report = run_gate(through_run_file(tmp_path, frame))
+    assert report.failed_names == ["status_in_set"], report.message
+    syntax = report.result("syntax_invalid_implies_invalid")
+    assert (syntax.element_count, syntax.unexpected_count) == (4, 0)  # the 4 syntax rows
+    disposable = report.result("disposable_implies_not_valid")
+    assert (disposable.element_count, disposable.unexpected_count) == (5, 0)
+
+
 def test_unknown_share_within_threshold(tmp_path):
     # 30 known + 10 unknown = 25% unknown: our DNS/SMTP path looks broken.
     results = good_results(3)  # 30 rows, 3 unknown
