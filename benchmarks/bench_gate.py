@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -159,7 +160,10 @@ def main() -> None:
         quality.run_gate(df, config)
         warm.append(time.perf_counter() - t)
     if warm:
-        print(f"run_gate, warm: {min(warm):.2f} s best of {len(warm)}")
+        print(
+            f"run_gate, warm: median {statistics.median(warm) * 1000:.1f} ms, "
+            f"best {min(warm) * 1000:.1f} ms of {len(warm)}"
+        )
 
     t = time.perf_counter()
     data = quality._GateData.build(df, config, config.now)
