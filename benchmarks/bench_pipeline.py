@@ -63,7 +63,7 @@ from benchmarks.bench_engine import (  # noqa: E402
     run_engine,
     server_counts,
 )
-from benchmarks.world import describe, plan_world, populate  # noqa: E402
+from benchmarks.world import WorldProcess, describe, plan_world, populate  # noqa: E402
 from mailsift.testing.world import World  # noqa: E402
 from pipeline.settings import DEFAULTS  # noqa: E402
 
@@ -147,7 +147,22 @@ def _warehouse_counts(db: Path) -> dict[str, int]:
         con.close()
 
 
-def _set_environment(tmp: Path, world: World, smtp_timeout: float, verbose: bool) -> None:
+def _reset(world: World | WorldProcess) -> None:
+    if isinstance(world, WorldProcess):
+        world.reset_servers()
+    else:
+        reset_servers(world)
+
+
+def _counts(world: World | WorldProcess) -> dict[str, int]:
+    return world.server_counts() if isinstance(world, WorldProcess) else server_counts(world)
+
+
+def _maxc(world: World | WorldProcess, domain: str) -> int:
+    return world.max_concurrent(domain) if isinstance(world, WorldProcess) else max_concurrent(world, domain)
+
+
+def _set_environment(tmp: Path, world: World | WorldProcess, smtp_timeout: float, verbose: bool) -> None:
     """Before Prefect is imported: a private PREFECT_HOME, no telemetry, the world's DNS
     and SMTP servers through MAILSIFT_*."""
     os.environ.update(
@@ -247,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="Prefect's INFO logs (progress per batch)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--max-seconds", type=float, default=1800, help="bound on each step")
+    parser.add_argument("--world-in-process", action="store_true",
+                        help="serve the simulated DNS and SMTP servers from this process (they "
+                        "then share its GIL with the flow's own work) instead of a forked one")
     parser.add_argument("--memory", action="store_true",
                         help="only: peak RSS of `mailsift run` on N and 10 x N addresses")
     parser.add_argument("--memory-domains", type=int, default=200,
@@ -260,8 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     emails = list(plan.emails)
     big = plan.largest.domain
     tmp = Path(tempfile.mkdtemp(prefix="mailsift-bench-pipeline-"))
-    world = populate(World(), plan)
-    world.start()
+    if args.world_in_process:
+        world: World | WorldProcess = populate(World(), plan)
+        world.start()
+    else:  # forked now, before this process starts any thread
+        world = WorldProcess(plan)
     figures: dict[str, Any] = {}
     try:
         _set_environment(tmp, world, args.smtp_timeout, args.verbose)
@@ -284,12 +305,12 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         engine_walls = []
         for _ in range(repeat):
-            reset_servers(world)
+            _reset(world)
             engine = asyncio.run(run_engine(settings, emails, args.max_seconds))
             engine_walls.append(engine["wall"])
             print(f"  done in {engine['wall']:.2f} s", flush=True)
         figures["engine"] = {"wall": statistics.median(engine_walls), "walls": engine_walls,
-                             **server_counts(world), "maxc": max_concurrent(world, big),
+                             **_counts(world), "maxc": _maxc(world, big),
                              "rss": _self_rss()}
 
         # -- 2. Prefect's API server
@@ -339,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(repeat):
             # the engine alone again, just before this pipeline run: the machine (shared,
             # noisy) drifts between [1/5] and here; a pair sees the same machine
-            reset_servers(world)
+            _reset(world)
             alone = asyncio.run(run_engine(settings, emails, args.max_seconds))["wall"]
             _ENGINES.close()  # a new engine: cold DNS and catch-all caches
             stop_gate_worker()  # a new gate worker: Great Expectations imported afresh,
@@ -353,12 +374,12 @@ def main(argv: list[str] | None = None) -> int:
                 warm_up()
                 trivial = time.perf_counter() - t0
             db = tmp / f"warehouse-{i}.duckdb"
-            reset_servers(world)
+            _reset(world)
             cpu_before = _cpu_seconds()
             wall, summary = pipeline(db, tmp / f"out-1-{i}")
             cpu = {k: v - cpu_before.get(k, 0.0) for k, v in _cpu_seconds().items()}
             print("  CPU s: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()), flush=True)
-            runs.append({"wall": wall, **server_counts(world), "maxc": max_concurrent(world, big),
+            runs.append({"wall": wall, **_counts(world), "maxc": _maxc(world, big),
                          "rss": _self_rss(), "summary": summary, "rows": _warehouse_counts(db)})
             t = summary.get("timings_s", {})
             paired.append((alone, trivial, wall))
@@ -372,9 +393,9 @@ def main(argv: list[str] | None = None) -> int:
 
         # -- 4. again: everything from the warehouse
         print("\n[4/5] pipeline again on the same warehouse (all results fresh)", flush=True)
-        reset_servers(world)
+        _reset(world)
         wall, summary = pipeline(db, tmp / "out-2")
-        figures["again"] = {"wall": wall, **server_counts(world), "summary": summary,
+        figures["again"] = {"wall": wall, **_counts(world), "summary": summary,
                             "rows": _warehouse_counts(db)}
         print(f"  done in {wall:.1f} s", flush=True)
         figures["server_procs"] = _child_processes()
@@ -393,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"  warm-up on a 1-address export (fresh PREFECT_HOME): {w_wall:.1f} s, exit {w_code}",
                   flush=True)
-            reset_servers(world)
+            _reset(world)
             children_before = _children_rss()
             cli_db = tmp / "cli.duckdb"
             s_wall, s_code, s_rss, s_tail = _run_subprocess(
@@ -403,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             figures["cli"] = {"warm_wall": w_wall, "wall": s_wall, "code": s_code, "rss": s_rss,
                               "children_rss": _children_rss(), "children_before": children_before,
-                              **server_counts(world), "maxc": max_concurrent(world, big),
+                              **_counts(world), "maxc": _maxc(world, big),
                               "rows": _warehouse_counts(cli_db) if cli_db.exists() else {}}
             print(f"  done in {s_wall:.1f} s, exit {s_code}", flush=True)
             if s_code != 0 or w_code != 0:

@@ -24,7 +24,10 @@ are not sorted by domain.
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import select
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
@@ -35,6 +38,7 @@ __all__ = [
     "DomainPlan",
     "LatencyWorld",
     "WorldPlan",
+    "WorldProcess",
     "build_world",
     "describe",
     "expected_status",
@@ -256,3 +260,103 @@ def describe(plan: WorldPlan) -> str:
         f"listed (550 5.1.1)",
     ]
     return "\n".join(lines)
+
+
+class WorldProcess:
+    """The world of ``plan`` served by a forked child process, as real mail servers live
+    on other machines: in the benchmark's own process, the simulated servers share its
+    GIL, so whatever Python work the measured code does besides the engine (Prefect's
+    task runs, DuckDB appends) also delays the servers' replies, and is counted twice.
+    Fork it before the process starts threads (before Prefect is imported).
+
+    The parent reads the servers' counters through a pipe: :meth:`server_counts`,
+    :meth:`reset_servers`, :meth:`max_concurrent` (what ``bench_engine``'s functions of
+    the same names read from an in-process :class:`World`). The child exits when the
+    parent does, or on :meth:`stop`."""
+
+    def __init__(self, plan: WorldPlan) -> None:
+        to_child_r, self._to_child = os.pipe()
+        self._from_child, from_child_w = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            os.close(self._to_child)
+            os.close(self._from_child)
+            code = 0
+            try:
+                _serve_world(plan, to_child_r, from_child_w, parent)
+            except BaseException:  # noqa: BLE001 (the parent sees the pipe close)
+                code = 1
+            os._exit(code)
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self.pid = pid
+        self._reader = os.fdopen(self._from_child, "r", encoding="utf-8")
+        self._env: dict[str, str] = self._ask({"op": "env"})
+
+    def _ask(self, request: dict[str, object]) -> dict:  # type: ignore[type-arg]
+        os.write(self._to_child, (json.dumps(request) + "\n").encode())
+        line = self._reader.readline()
+        if not line:
+            raise RuntimeError("the world's process ended")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def env(self, smtp_timeout: float = 5.0) -> dict[str, str]:
+        return self._ask({"op": "env", "smtp_timeout": smtp_timeout})
+
+    def server_counts(self) -> dict[str, int]:
+        return self._ask({"op": "counts"})
+
+    def reset_servers(self) -> None:
+        self._ask({"op": "reset"})
+
+    def max_concurrent(self, domain: str) -> int:
+        return int(self._ask({"op": "max_concurrent", "domain": domain})["n"])
+
+    def stop(self) -> None:
+        try:
+            self._ask({"op": "stop"})
+        except (OSError, RuntimeError, ValueError):
+            pass
+        os.close(self._to_child)
+        self._reader.close()
+        os.waitpid(self.pid, 0)
+
+
+def _serve_world(plan: WorldPlan, rfd: int, wfd: int, parent: int) -> None:
+    world = populate(World(), plan)
+    world.start()
+    buffer = b""
+    try:
+        while True:
+            ready, _, _ = select.select([rfd], [], [], 1.0)
+            if not ready:
+                if os.getppid() != parent:
+                    return
+                continue
+            chunk = os.read(rfd, 65536)
+            if not chunk:
+                return
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                request = json.loads(line)
+                op = request["op"]
+                if op == "env":
+                    answer: object = world.env(smtp_timeout=float(request.get("smtp_timeout", 5.0)))
+                elif op == "counts":
+                    servers = list(world.smtp.servers)
+                    answer = {"connections": sum(s.connections for s in servers),
+                              "rcpt": sum(len(s.commands("RCPT")) for s in servers)}
+                elif op == "reset":
+                    for server in world.smtp.servers:
+                        server.reset_counters()
+                    answer = {}
+                elif op == "max_concurrent":
+                    answer = {"n": max((s.max_concurrent for s in world.servers.get(request["domain"], [])), default=0)}
+                else:  # stop
+                    os.write(wfd, b"{}\n")
+                    return
+                os.write(wfd, (json.dumps(answer) + "\n").encode())
+    finally:
+        world.stop()
