@@ -47,3 +47,16 @@ def test_prepare_engine_builds_the_engine_the_batches_then_use() -> None:
     with pytest.raises((ConfigError, ValueError)):
         engine_for(settings_with({"backend": "nonsense"}))
     _ENGINES.close()
+
+
+def test_gate_warm_up_runs_the_real_gate_path_and_leaves_no_file(tmp_path, monkeypatch):
+    # The gate's worker runs this at idle priority and swallows what it raises (the gate
+    # then reports it at the end of the run): if its made-up rows stopped matching what
+    # gate_report reads, nothing would fail, the first gate of every run would be slower.
+    import tempfile
+
+    from tasks.steps import _warm_up_gate
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    _warm_up_gate()  # raises if the gate cannot run over its rows
+    assert list(tmp_path.iterdir()) == []  # its Parquet file is gone
