@@ -2,8 +2,12 @@
 
     .venv/bin/python benchmarks/bench_pipeline.py [--addresses 10000] [--latency 0.05]
         [--batch-size 1000] [--repeat 3] [--quick] [--no-subprocess] [--verbose]
+        [--world-in-process]
 
-Builds the benchmark world (``benchmarks/world.py``), writes its addresses as a CRM
+Builds the benchmark world (``benchmarks/world.py``) and serves it from a forked process
+(:class:`benchmarks.world.WorldProcess`: real mail servers do not share the verifier's
+GIL; ``--world-in-process`` serves it from this process, as before 2026-12-02, where the
+flow's own Python work also delays the servers' replies), writes its addresses as a CRM
 export (CSV) in a temporary directory, and times, in this order:
 
 1. the engine alone: ``Verifier.verify_many`` over the unique addresses (no Prefect,
@@ -31,9 +35,10 @@ export (CSV) in a temporary directory, and times, in this order:
    on a one-address export so that its PREFECT_HOME is not a fresh one.
 
 SMTP connections are counted on the server side. Peak memory: ``ru_maxrss`` of this
-process (RUSAGE_SELF, monotonic: it includes the world and earlier steps), the Prefect
-API server subprocess (VmHWM), and for ``mailsift run`` RUSAGE_CHILDREN (the largest
-process of its tree, its own API server included) plus its own RUSAGE_SELF.
+process (RUSAGE_SELF, monotonic: it includes earlier steps, and the world with
+``--world-in-process``), the Prefect API server subprocess (VmHWM), and for ``mailsift
+run`` RUSAGE_CHILDREN (the largest process of its tree, its own API server included)
+plus its own RUSAGE_SELF.
 """
 
 from __future__ import annotations
