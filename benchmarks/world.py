@@ -292,7 +292,7 @@ class WorldProcess:
         os.close(from_child_w)
         self.pid = pid
         self._reader = os.fdopen(self._from_child, "r", encoding="utf-8")
-        self._env: dict[str, str] = self._ask({"op": "env"})
+        self._ask({"op": "env"})  # returns once the servers are up
 
     def _ask(self, request: dict[str, object]) -> dict:  # type: ignore[type-arg]
         os.write(self._to_child, (json.dumps(request) + "\n").encode())

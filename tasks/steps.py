@@ -204,9 +204,10 @@ def _warm_up_gate() -> None:
     of the run. Great Expectations' first validation in a process costs 0.2-0.3 s more
     than the next ones (what it loads and registers on first use: 0.31-0.42 s cold,
     0.11-0.16 s after a warm-up, measured); and the first over thousands of rows costs
-    another ~25 ms that two rows do not warm up (pandas' and Arrow's paths for larger
-    arrays): after a two-row warm-up the first gate over 10,000 results took 105 ms and
-    the next ones 77-82, after this one 80 and then 75-81 (medians of two processes each)."""
+    another 20-30 ms that two rows do not warm up (pandas' and Arrow's paths for larger
+    arrays): through a new worker, the first gate over 10,000 results took 96-117 ms
+    after a two-row warm-up, 80-91 ms after this one, the next ones ~80 ms either way
+    (three processes each)."""
     import tempfile
     from datetime import UTC, datetime
 
