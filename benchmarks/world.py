@@ -324,6 +324,9 @@ class WorldProcess:
 
 
 def _serve_world(plan: WorldPlan, rfd: int, wfd: int, parent: int) -> None:
+    # bench_engine reads the same counters from an in-process world (it imports this module)
+    from benchmarks.bench_engine import max_concurrent, reset_servers, server_counts
+
     world = populate(World(), plan)
     world.start()
     buffer = b""
@@ -345,15 +348,12 @@ def _serve_world(plan: WorldPlan, rfd: int, wfd: int, parent: int) -> None:
                 if op == "env":
                     answer: object = world.env(smtp_timeout=float(request.get("smtp_timeout", 5.0)))
                 elif op == "counts":
-                    servers = list(world.smtp.servers)
-                    answer = {"connections": sum(s.connections for s in servers),
-                              "rcpt": sum(len(s.commands("RCPT")) for s in servers)}
+                    answer = server_counts(world)
                 elif op == "reset":
-                    for server in world.smtp.servers:
-                        server.reset_counters()
+                    reset_servers(world)
                     answer = {}
                 elif op == "max_concurrent":
-                    answer = {"n": max((s.max_concurrent for s in world.servers.get(request["domain"], [])), default=0)}
+                    answer = {"n": max_concurrent(world, request["domain"])}
                 else:  # stop
                     os.write(wfd, b"{}\n")
                     return
